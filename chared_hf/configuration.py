@@ -1,0 +1,89 @@
+"""``CharEDConfig``: which members an ensemble has and how it combines them.
+
+It holds references to members (Hub id or local path, revision, optional ``gguf_file`` and
+per-member loading options), their weights and the decoding options, validated on
+construction. It never loads a model (``modeling`` does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import field
+
+from transformers import PreTrainedConfig
+
+from .combine import COMBINE_RULES
+from .tokenization import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
+
+MARGINALIZATIONS = ("chared",)
+MEMBER_KEYS = ("name_or_path", "revision", "gguf_file", "dtype", "trust_remote_code")
+
+
+class CharEDConfig(PreTrainedConfig):
+    """Configuration of a character-wise (byte-wise) ensemble of causal LMs.
+
+    Args:
+        members: one dict per member with ``name_or_path`` (Hub id or folder) and optionally
+            ``revision``, ``gguf_file``, ``dtype`` and ``trust_remote_code``. Empty for an
+            ensemble built in memory with ``CharEDModel.from_members``.
+        weights: one non-negative weight per member (at least one positive); ``None`` means
+            equal weights. Stored as given, normalised when used.
+        marginalization: how a member's next-byte distribution is formed: ``"chared"`` (the
+            paper: each member conditioned on one tokenization of the committed text).
+        combine: ``"mixture"`` (the paper's weighted average) or ``"product"`` (weighted
+            geometric mean, renormalised).
+    """
+
+    model_type = "chared"
+
+    members: list = field(default_factory=list)
+    # Stored exactly as given so a published config round-trips; normalised at use.
+    weights: list | None = None
+    marginalization: str = "chared"
+    combine: str = "mixture"
+    # The byte vocabulary: 256 bytes + <s>, </s>, <pad>. Not meant to be changed.
+    vocab_size: int = VOCAB_SIZE
+    bos_token_id: int | None = BOS_ID
+    eos_token_id: int | list[int] | None = EOS_ID
+    pad_token_id: int | None = PAD_ID
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        self.members = [_check_member(i, m) for i, m in enumerate(self.members or [])]
+        if self.weights is not None:
+            self.weights = check_weights(self.weights, len(self.members) or None)
+        if self.marginalization not in MARGINALIZATIONS:
+            raise ValueError(
+                f"marginalization: expected one of {MARGINALIZATIONS}, got {self.marginalization!r}"
+            )
+        if self.combine not in COMBINE_RULES:
+            raise ValueError(f"combine: expected one of {COMBINE_RULES}, got {self.combine!r}")
+        super().__post_init__(**kwargs)
+
+
+def _check_member(index: int, member) -> dict:
+    if isinstance(member, str):
+        member = {"name_or_path": member}
+    if not isinstance(member, dict) or not member.get("name_or_path"):
+        raise ValueError(
+            f"members[{index}]: expected a Hub id, a folder, or a dict with 'name_or_path', "
+            f"got {member!r}"
+        )
+    unknown = sorted(set(member) - set(MEMBER_KEYS))
+    if unknown:
+        raise ValueError(f"members[{index}]: unknown keys {unknown}; allowed: {list(MEMBER_KEYS)}")
+    return dict(member)
+
+
+def check_weights(weights, n_members: int | None) -> list[float]:
+    """Validate member weights: finite, non-negative, at least one positive, one per member."""
+    try:
+        values = [float(w) for w in weights]
+    except (TypeError, ValueError):
+        raise ValueError(f"weights: expected a list of numbers, got {weights!r}") from None
+    if n_members is not None and len(values) != n_members:
+        raise ValueError(f"weights: expected {n_members} weights (one per member), got {len(values)}")
+    if not values or any(not (w >= 0 and w != float("inf")) for w in values) or sum(values) <= 0:
+        raise ValueError(
+            f"weights: expected finite non-negative numbers with a positive sum, got {values}"
+        )
+    return values

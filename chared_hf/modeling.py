@@ -1,0 +1,279 @@
+"""``CharEDModel``: the ensemble as one byte-level causal LM inside Transformers.
+
+``forward`` returns log-probabilities over the byte vocabulary of ``ByteTokenizer`` (256 bytes,
+``<s>``, ``</s>``, ``<pad>``; the specials other than ``</s>`` get ``-inf``). The decoding state
+(each member's tokens, KV cache and pending bytes) travels in the ``cache`` argument as an
+``EnsembleCache``, so Transformers' own ``generate`` does greedy search, sampling, logits
+processors, stopping criteria, streamers and the text-generation pipeline.
+
+Two ways to call ``forward``:
+  * inside ``generate`` (``cache`` is an ``EnsembleCache`` built by our ``generate``): the first
+    call commits the prompt to every member with the member's own tokenization and returns the
+    distribution of the first new byte; later calls advance one byte each and resolve ε as the
+    paper does (greedy: argmax; sampling: drawn with probability J(ε));
+  * teacher forcing (no cache): ``logits[b, i]`` is the distribution of ``input_ids[b, i+1]``;
+    the first id (``<s>``, or the first byte) starts the members, every later byte is stepped
+    through, and ε is marginalised one byte ahead (see ``state``).
+
+It does not implement byte selection, sampling or stopping: ``generate`` does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    GenerationMixin,
+    PreTrainedModel,
+)
+from transformers.generation.configuration_utils import GenerationMode
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .byte_view import EOT
+from .configuration import CharEDConfig, check_weights
+from .state import CACHE_KW, EnsembleCache, Member, SequenceState
+from .tokenization import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, ByteTokenizer
+
+
+def default_generation_config() -> GenerationConfig:
+    """Greedy, 256 new *bytes*, no top-k cut of the 256-byte vocabulary."""
+    return GenerationConfig(
+        bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
+        max_new_tokens=256, do_sample=False,
+    )
+
+
+def _load_member(spec: dict):
+    """Load one member named by reference (Hub id or folder, optional revision/gguf/dtype)."""
+    kwargs = {k: spec[k] for k in ("revision", "gguf_file", "dtype", "trust_remote_code")
+              if spec.get(k) is not None}
+    model = AutoModelForCausalLM.from_pretrained(spec["name_or_path"], **kwargs)
+    tok_kwargs = {k: v for k, v in kwargs.items() if k != "dtype"}
+    tokenizer = AutoTokenizer.from_pretrained(spec["name_or_path"], **tok_kwargs)
+    return model.eval(), tokenizer
+
+
+class CharEDModel(PreTrainedModel, GenerationMixin):
+    """A character-wise (byte-wise) ensemble of causal LMs with different tokenizers.
+
+    Build it from models in memory with ``from_members``, or from a ``CharEDConfig`` that names
+    its members (``CharEDModel(config)`` loads them).
+
+    Example::
+
+        model = CharEDModel.from_members([(model_a, tok_a), (model_b, tok_b)], weights=[0.5, 0.5])
+        tok = ByteTokenizer()
+        out = model.generate(**tok("Once upon a time", return_tensors="pt"), max_new_tokens=40)
+        print(tok.decode(out[0], skip_special_tokens=True))
+    """
+
+    config_class = CharEDConfig
+    base_model_prefix = "chared"
+    main_input_name = "input_ids"
+    _supported_generation_modes = [GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE]
+    _no_split_modules: list[str] = []
+
+    def __init__(self, config: CharEDConfig, members: list | None = None):
+        super().__init__(config)
+        if members is None:
+            members = [_load_member(spec) for spec in config.members]
+        if not members:
+            raise ValueError("members: an ensemble needs at least one (model, tokenizer) pair")
+        n = len(members)
+        self.member_weights = check_weights(config.weights or [1.0] * n, n)
+        self.members = []
+        for i, pair in enumerate(members):
+            model, tokenizer = _check_pair(i, pair)
+            self.add_module(f"member_{i}", model)  # registered: model.device, .to(), save
+            self.members.append(Member.build(model, tokenizer))
+        self.generation_config = default_generation_config()
+        self.post_init()
+
+    def _init_weights(self, module):
+        """Members come trained: never re-initialise them."""
+
+    @classmethod
+    def from_members(
+        cls,
+        members: list,
+        weights: list[float] | None = None,
+        combine: str = "mixture",
+        marginalization: str = "chared",
+    ) -> CharEDModel:
+        """Wrap ``(model, tokenizer)`` pairs already in memory.
+
+        Args:
+            members: ``[(model, tokenizer), ...]``; each tokenizer must be a fast tokenizer.
+            weights: one weight per member (default equal); normalised when used.
+            combine: ``"mixture"`` (the paper) or ``"product"``.
+            marginalization: ``"chared"`` (the paper's decoding).
+        """
+        if not isinstance(members, list | tuple) or not members:
+            raise ValueError("members: expected a non-empty list of (model, tokenizer) pairs")
+        if weights is not None:
+            weights = check_weights(weights, len(members))
+        config = CharEDConfig(weights=weights, combine=combine, marginalization=marginalization)
+        return cls(config, members=list(members))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> CharEDModel:
+        """Load the config and the members it names (never on the meta device)."""
+        config = kwargs.pop("config", None) or CharEDConfig.from_pretrained(
+            pretrained_model_name_or_path)
+        model = cls(config)
+        try:
+            model.generation_config = GenerationConfig.from_pretrained(
+                pretrained_model_name_or_path)
+        except OSError:
+            pass
+        return model
+
+    # -- generation ------------------------------------------------------------------------
+    def generate(self, inputs=None, generation_config=None, **kwargs):
+        """Transformers' ``generate``, with the ensemble's decoding state as its cache.
+
+        ``max_new_tokens`` counts bytes. Temperature, top-k/top-p and other processors act on
+        the ensemble's next-byte distribution.
+        """
+        if kwargs.get(CACHE_KW) is None:
+            do_sample = kwargs.get("do_sample")
+            if do_sample is None:
+                do_sample = (generation_config or self.generation_config).do_sample
+            kwargs[CACHE_KW] = EnsembleCache(decide="sample" if do_sample else "greedy")
+        return super().generate(inputs, generation_config, **kwargs)
+
+    def prepare_inputs_for_generation(self, input_ids, **kwargs):
+        state = kwargs.get(CACHE_KW)
+        seen = state.get_seq_length() if state is not None else 0
+        return {
+            "input_ids": input_ids[:, seen:],
+            "attention_mask": kwargs.get("attention_mask"),
+            CACHE_KW: state,
+        }
+
+    # -- forward ---------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: EnsembleCache | None = None,
+        past_key_values: EnsembleCache | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """Next-byte log-probabilities, shape ``[batch, length, 259]`` (``[batch, 1, 259]``
+        inside ``generate``)."""
+        if input_ids is None or input_ids.dim() != 2:
+            raise ValueError("input_ids: expected a 2-D tensor of byte ids [batch, length]")
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= VOCAB_SIZE):
+            raise ValueError(f"input_ids: ids must lie in [0, {VOCAB_SIZE}) (ByteTokenizer ids)")
+        state = cache if cache is not None else past_key_values
+        if state is None:
+            state = EnsembleCache(decide="marginal")
+        if not isinstance(state, EnsembleCache):
+            raise ValueError("cache: expected an EnsembleCache (or None), got "
+                             f"{type(state).__name__}")
+        ids = input_ids.tolist()
+        mask = attention_mask.tolist() if attention_mask is not None else None
+        if state.rows is None:
+            rows = self._start(state, ids, mask)
+        else:
+            rows = [[self._step(row, seq[-1])] if seq else [] for row, seq in zip(
+                state.rows, ids, strict=True)]
+            if input_ids.shape[1] != 1:
+                rows = [self._step_all(row, seq) for row, seq in zip(state.rows, ids, strict=True)]
+        state.seen += input_ids.shape[1]
+        logits = _to_logits(rows, input_ids.shape[1] if state.decide == "marginal" else 1)
+        return CausalLMOutputWithPast(logits=logits.to(self.device), **{CACHE_KW: state})
+
+    def _new_row(self, decide: str) -> SequenceState:
+        return SequenceState(self.members, self.member_weights, self.config.combine, decide)
+
+    def _start(self, state: EnsembleCache, ids, mask) -> list[list[np.ndarray | None]]:
+        """First call: build one ``SequenceState`` per row and return its distributions."""
+        state.rows, out = [], []
+        for b, seq in enumerate(ids):
+            keep = [i for i, _ in enumerate(seq) if mask is None or mask[b][i]]
+            first = keep[0] if keep else len(seq)
+            while first < len(seq) and seq[first] == PAD_ID and mask is None:
+                first += 1  # unmasked left padding
+            body = seq[first:]
+            row = self._new_row(state.decide)
+            state.rows.append(row)
+            dists: list[np.ndarray | None] = [None] * first
+            if not body:
+                raise ValueError("input_ids: a row has no ids (only padding)")
+            with_bos = body[0] == BOS_ID
+            text = body[1:] if with_bos else body
+            _check_text_ids(text)
+            if state.decide == "marginal":
+                # Teacher forcing: start from the first id, step through every later byte.
+                head = [] if with_bos else text[:1]
+                dists.append(row.start(bytes(head), with_bos))
+                dists += self._step_all(row, text[len(head):])
+            else:
+                if not with_bos and not text:
+                    raise ValueError("input_ids: a prompt without <s> needs at least one byte")
+                dists.append(row.start(bytes(text), with_bos))
+            out.append(dists)
+        return out
+
+    def _step(self, row: SequenceState, byte: int) -> np.ndarray | None:
+        if row.finished or byte in (EOS_ID, PAD_ID):
+            row.finished = True
+            return None
+        if byte == BOS_ID:
+            raise ValueError("input_ids: <s> may only start a sequence")
+        return row.step(byte)
+
+    def _step_all(self, row: SequenceState, seq: list[int]) -> list[np.ndarray | None]:
+        return [self._step(row, byte) for byte in seq]
+
+    # -- members ---------------------------------------------------------------------------
+    def forward_calls(self, cache: EnsembleCache) -> list[list[int]]:
+        """Member forward passes used so far in ``cache``, per row and member."""
+        return cache.forward_calls()
+
+
+def _check_pair(index: int, pair):
+    if not isinstance(pair, tuple | list) or len(pair) != 2:
+        raise ValueError(f"members[{index}]: expected a (model, tokenizer) pair, got {pair!r}")
+    model, tokenizer = pair
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"members[{index}]: expected a causal LM model first, "
+                         f"got {type(model).__name__}")
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise ValueError(f"members[{index}]: expected a fast (tokenizers-backed) tokenizer "
+                         f"second, got {type(tokenizer).__name__}")
+    return model, tokenizer
+
+
+def _check_text_ids(ids: list[int]) -> None:
+    bad = [i for i in ids if i > 255 and i not in (EOS_ID, PAD_ID)]
+    if bad:
+        raise ValueError("input_ids: <s> may only start a sequence")
+
+
+def _to_logits(rows: list[list[np.ndarray | None]], length: int) -> torch.Tensor:
+    """Outcome distributions (bytes + end of text) -> log-probabilities over the byte vocab.
+
+    Positions with no distribution (padding, finished rows) get zeros (a uniform row)."""
+    out = torch.zeros(len(rows), length, VOCAB_SIZE, dtype=torch.float32)
+    for b, dists in enumerate(rows):
+        for i, dist in enumerate(dists[-length:]):
+            if dist is None:
+                continue
+            probs = np.zeros(VOCAB_SIZE, dtype=np.float64)
+            probs[:EOT] = dist[:EOT]
+            probs[EOS_ID] = dist[EOT]
+            with np.errstate(divide="ignore"):
+                out[b, i] = torch.from_numpy(np.log(probs))
+    return out
+
+
+AutoConfig.register("chared", CharEDConfig, exist_ok=True)
+AutoModelForCausalLM.register(CharEDConfig, CharEDModel, exist_ok=True)
+AutoTokenizer.register(CharEDConfig, fast_tokenizer_class=ByteTokenizer, exist_ok=True)

@@ -1,0 +1,248 @@
+"""The per-sequence decoding state of the ensemble, carried through ``generate`` as its cache.
+
+What it does:
+  * ``Member``: one member model with its tokenizer's byte tables (static).
+  * ``MemberState``: one member on one sequence: committed token ids, KV cache, the ``ByteView``
+    of its last forward pass and its pending (not yet committed) bytes. A commit appends the token
+    that ended (among ids sharing the bytes: argmax, or drawn by probability when sampling), or
+    the member's tokenization of the pending bytes when no single token ended, in one forward.
+  * ``SequenceState``: the paper's decoding for one sequence: every member advances by the chosen
+    byte, the members' outcome distributions are combined, and the null outcome ε ("the token
+    ends here") is resolved before the next byte's distribution is returned.
+  * ``EnsembleCache``: the object ``generate`` passes around as its cache: one ``SequenceState``
+    per row, ``get_seq_length`` for Transformers' input slicing.
+
+How ε is resolved (``decide``):
+  * ``"greedy"``: commit when ε is the argmax of the combined distribution (ties go to ε);
+  * ``"sample"``: commit with probability J(ε), drawn from torch's global generator;
+  * ``"marginal"`` (teacher-forced scoring): the returned distribution sums both branches,
+    ``P(b) = J(b) + J(ε)·J'(b)`` with ``J'`` the distribution after committing; once the next byte
+    is known the state follows the branch that gave it more mass (ties: no commit).
+
+What it does not do: talk to ``generate`` (``modeling``) or pick bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .byte_view import EOT, EPS, ByteTable, ByteView
+from .combine import combine
+from .token_bytes import TokenBytes, _split_utf8
+
+DECIDE_RULES = ("greedy", "sample", "marginal")
+
+
+@dataclass
+class Member:
+    """A member model, its tokenizer and the byte tables derived from it."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    token_bytes: TokenBytes
+    table: ByteTable
+
+    @classmethod
+    def build(cls, model, tokenizer) -> Member:
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        if tokenizer.eos_token_id is not None:
+            eos.append(tokenizer.eos_token_id)
+        vocab = model.get_output_embeddings().weight.shape[0] if hasattr(
+            model, "get_output_embeddings") and model.get_output_embeddings() is not None else None
+        tb = TokenBytes.from_tokenizer(tokenizer, vocab_size=vocab, eos_ids=eos)
+        if not tb.start_ids:
+            raise ValueError(
+                "members: a member's tokenizer has no BOS and no EOS token to start a text with"
+            )
+        return cls(model=model, tokenizer=tokenizer, token_bytes=tb, table=ByteTable(tb))
+
+
+class MemberState:
+    """One member on one sequence."""
+
+    def __init__(self, member: Member):
+        self.member = member
+        self.cache = None
+        self.ids: list[int] = []
+        self.view: ByteView | None = None
+        self.pending = b""
+        self.lead_pending = False  # the member's dummy prefix is still in `pending`
+        self.forwards = 0
+
+    # -- set-up and forward ----------------------------------------------------------------
+    def start(self, prompt: bytes, with_bos: bool) -> None:
+        """Commit the prompt (the member's own tokenization of it) and run it once."""
+        tb = self.member.token_bytes
+        text, rest = _split_utf8(prompt)  # a trailing partial character stays pending
+        ids = list(tb.start_ids) if with_bos else []
+        if text:
+            ids += tb.encode(text.encode("utf-8"), at_start=with_bos)
+        elif with_bos and tb.lead:
+            rest, self.lead_pending = tb.lead + rest, True
+        if not ids:
+            ids = list(tb.start_ids)  # no text to condition on: the member's own start of text
+        self.pending = rest
+        self._forward(ids)
+
+    def _forward(self, ids: list[int]) -> None:
+        model = self.member.model
+        inputs = torch.tensor([ids], dtype=torch.long, device=model.device)
+        with torch.no_grad():
+            out = model(input_ids=inputs, **{CACHE_KW: self.cache}, use_cache=True)
+        self.cache = out[CACHE_KW] if CACHE_KW in out else out.past_key_values
+        self.view = ByteView(self.member.table, out.logits[0, -1])
+        self.ids.extend(ids)
+        self.forwards += 1
+
+    # -- per byte --------------------------------------------------------------------------
+    def distribution(self) -> np.ndarray | None:
+        """Outcome distribution given the pending bytes, or None if the member cannot follow."""
+        return self.view.distribution(self.pending)
+
+    def advance(self, byte: int) -> None:
+        self.pending += bytes((byte,))
+
+    def commit(self, sample: bool) -> None:
+        """Commit the pending bytes: the token that ended, else the member's tokenization."""
+        if not self.pending:
+            return
+        ids, probs = self.view.ending_ids(self.pending)
+        if len(ids) and float(probs.sum()) > 0:
+            pick = torch.multinomial(probs.float(), 1).item() if sample else int(probs.argmax())
+            new = [int(ids[pick])]
+        elif self.lead_pending:
+            lead = len(self.member.token_bytes.lead)
+            new = self.member.token_bytes.encode(self.pending[lead:], at_start=True)
+        else:
+            new = self.member.token_bytes.encode(self.pending, at_start=False)
+        self.pending, self.lead_pending = b"", False
+        self._forward(new or list(self.member.token_bytes.start_ids))
+
+    # -- branches (teacher-forced scoring) -------------------------------------------------
+    def snapshot(self) -> tuple:
+        return (len(self.ids), self.view, self.pending, self.lead_pending)
+
+    def restore(self, snap: tuple) -> None:
+        n, self.view, self.pending, self.lead_pending = snap
+        if len(self.ids) > n:
+            del self.ids[n:]
+            self.cache.crop(n)
+
+
+class SequenceState:
+    """The paper's decoding (CharED) for one sequence over all members."""
+
+    def __init__(self, members: list[Member], weights: list[float], rule: str, decide: str):
+        self.members = [MemberState(m) for m in members]
+        self.weights = weights
+        self.rule = rule
+        self.decide = decide
+        self.finished = False
+        self._branch = None  # (snapshots, continue-masses, commit-masses) while undecided
+
+    def start(self, prompt: bytes, with_bos: bool) -> np.ndarray:
+        """Commit the prompt to every member; the distribution of the first new byte."""
+        for m in self.members:
+            m.start(prompt, with_bos)
+        return self._emit()
+
+    def step(self, byte: int) -> np.ndarray:
+        """Advance by ``byte``; the distribution (bytes + end of text) of the next byte."""
+        self._resolve_branch(byte)
+        for m in self.members:
+            m.advance(byte)
+        return self._emit()
+
+    # -- internals -------------------------------------------------------------------------
+    def _combined(self) -> np.ndarray:
+        """Combined outcome distribution; members that cannot follow are left out, and if none
+        can, every member commits its pending bytes (its own tokenization) and is asked again."""
+        joint = combine(self.rule, [m.distribution() for m in self.members], self.weights)
+        if joint is None:
+            for m in self.members:
+                m.commit(sample=False)
+            joint = combine(self.rule, [m.distribution() for m in self.members], self.weights)
+        if joint is None:
+            raise RuntimeError("no member gives any probability to text or end of text")
+        return joint
+
+    def _commit_all(self) -> np.ndarray:
+        for m in self.members:
+            m.commit(sample=self.decide == "sample")
+        return self._combined()
+
+    def _emit(self) -> np.ndarray:
+        joint = self._combined()
+        eps = float(joint[EPS])
+        if eps > 0 and self.decide == "greedy" and eps >= joint[:EPS].max():
+            joint = self._commit_all()
+        elif eps > 0 and self.decide == "sample" and torch.rand(()).item() < eps:
+            joint = self._commit_all()
+        elif eps > 0 and self.decide == "marginal":
+            snaps = [m.snapshot() for m in self.members]
+            keep = joint[:EPS].copy()
+            after = eps * self._commit_all()[:EPS]
+            self._branch = (snaps, keep, after)
+            return _normalise(keep + after)
+        return _normalise(joint[:EPS])
+
+    def _resolve_branch(self, byte: int) -> None:
+        """Teacher forcing: follow the branch (commit or not) that gave ``byte`` more mass."""
+        if self._branch is None:
+            return
+        snaps, keep, after = self._branch
+        self._branch = None
+        if after[byte] <= keep[byte]:
+            for m, snap in zip(self.members, snaps, strict=True):
+                m.restore(snap)
+
+
+def _normalise(dist: np.ndarray) -> np.ndarray:
+    total = dist.sum()
+    return dist / total if total > 0 else dist
+
+
+class EnsembleCache:
+    """What ``generate`` carries between forward calls: one ``SequenceState`` per row.
+
+    It is not a KV cache: ``get_seq_length`` is the number of byte ids consumed so that
+    Transformers slices new inputs correctly, and ``is_compileable`` is False.
+    """
+
+    is_compileable = False
+    # Per-layer flags some Transformers versions read off any cache: one pseudo-layer.
+    is_linear = (False,)
+    is_sliding = (False,)
+    is_dummy = (False,)
+
+    def __init__(self, decide: str = "marginal"):
+        if decide not in DECIDE_RULES:
+            raise ValueError(f"decide: expected one of {DECIDE_RULES}, got {decide!r}")
+        self.decide = decide
+        self.rows: list[SequenceState] | None = None
+        self.seen = 0
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen
+
+    def forward_calls(self) -> list[list[int]]:
+        """Forward passes so far, per row and member."""
+        return [[m.forwards for m in row.members] for row in self.rows or []]
+
+
+def _cache_kw() -> str:
+    """The keyword Transformers uses for a model's cache (``cache`` from 5.24 on)."""
+    import inspect
+
+    from transformers import GenerationMixin
+
+    params = inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+CACHE_KW = _cache_kw()
+_ = EOT  # re-exported index, used by callers that read end-of-text mass
