@@ -1,0 +1,66 @@
+"""Shared fixtures: the real assets (skipped with a reason naming them) and tiny models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = Path(os.environ.get("CHARED_ASSETS", REPO.parent / "shared" / "assets"))
+TOKENIZER_FAMILIES = ["gpt2", "llama2", "phi3", "qwen2", "spm-unigram"]
+
+
+def asset_path(relative: str) -> Path:
+    """Path of an asset under CHARED_ASSETS; skips the calling test if it is absent."""
+    path = ASSETS / relative
+    if not path.exists():
+        pytest.skip(f"asset {relative} is absent from CHARED_ASSETS={ASSETS}")
+    return path
+
+
+def load_tokenizer(family: str):
+    return AutoTokenizer.from_pretrained(asset_path(f"tokenizers/{family}"))
+
+
+def tiny_model(vocab_size: int, seed: int = 0, layers: int = 1, bos: int | None = None,
+               eos: int | None = None) -> LlamaForCausalLM:
+    """A random-weight Llama with the given output vocabulary (float32, eval mode)."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=layers,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+        bos_token_id=bos, eos_token_id=eos, pad_token_id=None,
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # spread the logits so that distributions are far from uniform
+        model.lm_head.weight.mul_(40.0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def stories():
+    """stories260K: a real trained Llama with a SentencePiece (byte fallback) tokenizer."""
+    path = asset_path("models/stories260K")
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def piece_tokenizer(pieces: list[str], specials: tuple[str, ...] = ("<unk>", "<s>", "</s>")):
+    """A fast tokenizer whose text tokens are exactly ``pieces`` (ids after the specials).
+
+    Tokenization is greedy longest match (WordPiece with no continuation prefix), which is
+    all the tests need: ``TokenBytes`` checks and repairs tokenizations anyway.
+    """
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {s: i for i, s in enumerate(specials)}
+    for p in pieces:
+        vocab.setdefault(p, len(vocab))
+    backend = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", continuing_subword_prefix="",
+                                         max_input_chars_per_word=1000))
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>",
+                                   eos_token="</s>")

@@ -1,0 +1,157 @@
+"""Brute-force oracles on tiny vocabularies: the paper's decoding equivalence, exactly.
+
+With one member at weight 1, the probability that the ensemble's *sampler* produces a string
+(then end of text) must equal the member's own token-level probability of that string: the sum
+over every token sequence that spells it. The sampler's random choices (ε draws and bytes) are
+enumerated exhaustively by scripting torch.rand and reading the distributions it returns.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from conftest import piece_tokenizer, tiny_model
+
+import chared_hf.state as state_mod
+from chared_hf.byte_view import EOT, EPS
+from chared_hf.state import Member, SequenceState
+
+PIECES = ["a", "b", "ab", "ba", "aa", "abb", "bab"]
+PROMPT = b"ab"
+
+
+class _Stop(Exception):
+    """The scripted run needs more ε decisions than the script holds."""
+
+
+@pytest.fixture(scope="module")
+def member():
+    tok = piece_tokenizer(PIECES)
+    model = tiny_model(len(tok), seed=3, layers=2, bos=1, eos=2)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(0.15)  # flatter: every short string gets visible mass
+    return Member.build(model, tok)
+
+
+def _token_sequences(pieces: dict[int, bytes], text: bytes):
+    """Every sequence of ids whose bytes concatenate to ``text``."""
+    if not text:
+        yield []
+        return
+    for i, p in pieces.items():
+        if text.startswith(p):
+            for rest in _token_sequences(pieces, text[len(p):]):
+                yield [i, *rest]
+
+
+def _member_probability(member: Member, prompt_ids: list[int], text: bytes) -> float:
+    """The member's own probability of ``text`` then end of text, over all tokenizations,
+    with non-text special tokens masked out (as the byte view does)."""
+    tb = member.token_bytes
+    pieces = {i: p for i, p in enumerate(tb.pieces) if p}
+    allowed = torch.zeros(len(tb.pieces), dtype=torch.bool)
+    allowed[list(pieces)] = True
+    allowed[tb.eos_ids] = True
+    total = 0.0
+    for seq in _token_sequences(pieces, text):
+        ids = prompt_ids + seq
+        with torch.no_grad():
+            logits = member.model(input_ids=torch.tensor([ids])).logits[0].double()
+        probs = torch.softmax(logits.masked_fill(~allowed, -torch.inf), dim=-1)
+        start = len(prompt_ids) - 1
+        p = 1.0
+        for k, t in enumerate(seq):
+            p *= float(probs[start + k, t])
+        p *= float(probs[-1, tb.eos_ids].sum())
+        total += p
+    return total
+
+
+def _sampler_probability(member: Member, text: bytes, monkeypatch) -> float:
+    """Probability that the real sampling code path emits ``text`` then end of text."""
+    total, seen = 0.0, set()
+    for script in itertools.product([True, False], repeat=len(text)):
+        decisions, factors, last = list(script), [], {}
+        real_combine = state_mod.combine
+
+        def recording_combine(*args):
+            last["joint"] = real_combine(*args)
+            return last["joint"]
+
+        def scripted_rand(*args, **kwargs):
+            if not decisions:
+                raise _Stop
+            eps = float(last["joint"][EPS])
+            commit = decisions.pop(0)
+            factors.append(eps if commit else 1.0 - eps)
+            # A uniform draw just below J(ε) must commit, one at J(ε) must not.
+            return torch.tensor(eps * (1 - 1e-9) if commit else eps, dtype=torch.float64)
+
+        monkeypatch.setattr(state_mod, "combine", recording_combine)
+        monkeypatch.setattr(state_mod.torch, "rand", scripted_rand)
+        try:
+            row = SequenceState([member], [1.0], "mixture", "sample")
+            dist = row.start(PROMPT, with_bos=True)
+            p = 1.0
+            for byte in text:
+                p *= dist[byte]
+                dist = row.step(byte)
+            p *= dist[EOT]
+        except _Stop:
+            continue
+        finally:
+            monkeypatch.undo()
+        used = tuple(script[: len(script) - len(decisions)])
+        if used in seen:
+            continue  # the same path, reached with unused trailing decisions
+        seen.add(used)
+        total += p * float(np.prod(factors))
+    return total
+
+
+def test_byte_view_first_byte_matches_brute_force(member):
+    """Member marginal after the prompt = brute-force sum of token probabilities."""
+    row = SequenceState([member], [1.0], "mixture", "greedy")
+    dist = row.start(PROMPT, with_bos=True)
+    tb = member.token_bytes
+    prompt_ids = tb.start_ids + tb.encode(PROMPT, at_start=True)
+    with torch.no_grad():
+        logits = member.model(input_ids=torch.tensor([prompt_ids])).logits[0, -1].double()
+    probs = torch.softmax(logits, -1)
+    text_ids = [i for i, p in enumerate(tb.pieces) if p]
+    z = float(probs[text_ids].sum() + probs[tb.eos_ids].sum())
+    for byte in b"ab":
+        want = sum(float(probs[i]) for i in text_ids if tb.pieces[i][0] == byte) / z
+        assert dist[byte] == pytest.approx(want, abs=1e-9)
+    assert dist[EOT] == pytest.approx(float(probs[tb.eos_ids].sum()) / z, abs=1e-9)
+    assert dist.sum() == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 4])
+def test_decoding_equivalence(member, monkeypatch, length):
+    """One member at weight 1: the sampler's probability of every string of up to 4 bytes
+    (then end of text) equals the member's own, summed over all tokenizations."""
+    tb = member.token_bytes
+    prompt_ids = tb.start_ids + tb.encode(PROMPT, at_start=True)
+    assert tb.spell(prompt_ids[len(tb.start_ids):]) == PROMPT
+    mass = 0.0
+    for letters in itertools.product(b"ab", repeat=length):
+        text = bytes(letters)
+        want = _member_probability(member, prompt_ids, text)
+        got = _sampler_probability(member, text, monkeypatch)
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-12), text
+        mass += want
+    assert mass > 1e-3  # the check is not vacuous
+
+
+def test_ensemble_is_normalised_over_short_strings(member, monkeypatch):
+    """The sampler's probabilities of all strings of length <= 4 then EOS, plus the mass of
+    longer strings, account for the whole distribution: each prefix's mass splits exactly."""
+    total = sum(
+        _sampler_probability(member, bytes(t), monkeypatch)
+        for n in range(0, 3) for t in itertools.product(b"ab", repeat=n)
+    )
+    assert 0.0 < total < 1.0
