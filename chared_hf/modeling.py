@@ -139,10 +139,16 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         ``max_new_tokens`` counts bytes. Temperature, top-k/top-p and other processors act on
         the ensemble's next-byte distribution.
         """
+        config = generation_config or self.generation_config
+        if (kwargs.get("num_beams") or config.num_beams or 1) > 1:
+            raise ValueError("num_beams: beam search is not supported by CharEDModel; use greedy "
+                             "decoding (do_sample=False) or sampling (do_sample=True)")
+        if kwargs.get("assistant_model") is not None or kwargs.get("prompt_lookup_num_tokens"):
+            raise ValueError("assistant_model: assisted decoding is not supported by CharEDModel")
         if kwargs.get(CACHE_KW) is None:
             do_sample = kwargs.get("do_sample")
             if do_sample is None:
-                do_sample = (generation_config or self.generation_config).do_sample
+                do_sample = config.do_sample
             kwargs[CACHE_KW] = EnsembleCache(decide="sample" if do_sample else "greedy")
         return super().generate(inputs, generation_config, **kwargs)
 

@@ -129,8 +129,8 @@ class MemberState:
     def restore(self, snap: tuple) -> None:
         n, self.view, self.pending, self.lead_pending = snap
         if len(self.ids) > n:
+            self.cache.crop(n - len(self.ids))  # Transformers 5: a negative count drops tokens
             del self.ids[n:]
-            self.cache.crop(n)
 
 
 class SequenceState:
