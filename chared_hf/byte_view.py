@@ -103,7 +103,7 @@ class ByteView:
         return out
 
     def distribution(self, prefix: bytes) -> np.ndarray | None:
-        """Normalised outcome distribution, or ``None`` if no token is consistent with ``prefix``."""
+        """Normalised outcome distribution; ``None`` if no token is consistent with ``prefix``."""
         m = self.masses(prefix)
         total = m.sum()
         return m / total if total > 0 else None

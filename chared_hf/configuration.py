@@ -81,7 +81,8 @@ def check_weights(weights, n_members: int | None) -> list[float]:
     except (TypeError, ValueError):
         raise ValueError(f"weights: expected a list of numbers, got {weights!r}") from None
     if n_members is not None and len(values) != n_members:
-        raise ValueError(f"weights: expected {n_members} weights (one per member), got {len(values)}")
+        raise ValueError(
+            f"weights: expected {n_members} weights (one per member), got {len(values)}")
     if not values or any(not (w >= 0 and w != float("inf")) for w in values) or sum(values) <= 0:
         raise ValueError(
             f"weights: expected finite non-negative numbers with a positive sum, got {values}"

@@ -70,45 +70,50 @@ def _member_probability(member: Member, prompt_ids: list[int], text: bytes) -> f
     return total
 
 
+def _scripted_run(member: Member, text: bytes, script: tuple[bool, ...], monkeypatch):
+    """Run the real sampler with scripted ε draws; (path probability, draws used) or None."""
+    decisions, factors, last = list(script), [], {}
+    real_combine = state_mod.combine
+
+    def recording_combine(*args):
+        last["joint"] = real_combine(*args)
+        return last["joint"]
+
+    def scripted_rand(*args, **kwargs):
+        if not decisions:
+            raise _Stop
+        eps = float(last["joint"][EPS])
+        commit = decisions.pop(0)
+        factors.append(eps if commit else 1.0 - eps)
+        # A uniform draw just below J(ε) must commit, one at J(ε) must not.
+        return torch.tensor(eps * (1 - 1e-9) if commit else eps, dtype=torch.float64)
+
+    monkeypatch.setattr(state_mod, "combine", recording_combine)
+    monkeypatch.setattr(state_mod.torch, "rand", scripted_rand)
+    try:
+        row = SequenceState([member], [1.0], "mixture", "sample")
+        dist = row.start(PROMPT, with_bos=True)
+        p = 1.0
+        for byte in text:
+            p *= dist[byte]
+            dist = row.step(byte)
+        p *= dist[EOT]
+    except _Stop:
+        return None
+    finally:
+        monkeypatch.undo()
+    return p * float(np.prod(factors)), script[: len(script) - len(decisions)]
+
+
 def _sampler_probability(member: Member, text: bytes, monkeypatch) -> float:
     """Probability that the real sampling code path emits ``text`` then end of text."""
     total, seen = 0.0, set()
     for script in itertools.product([True, False], repeat=len(text)):
-        decisions, factors, last = list(script), [], {}
-        real_combine = state_mod.combine
-
-        def recording_combine(*args):
-            last["joint"] = real_combine(*args)
-            return last["joint"]
-
-        def scripted_rand(*args, **kwargs):
-            if not decisions:
-                raise _Stop
-            eps = float(last["joint"][EPS])
-            commit = decisions.pop(0)
-            factors.append(eps if commit else 1.0 - eps)
-            # A uniform draw just below J(ε) must commit, one at J(ε) must not.
-            return torch.tensor(eps * (1 - 1e-9) if commit else eps, dtype=torch.float64)
-
-        monkeypatch.setattr(state_mod, "combine", recording_combine)
-        monkeypatch.setattr(state_mod.torch, "rand", scripted_rand)
-        try:
-            row = SequenceState([member], [1.0], "mixture", "sample")
-            dist = row.start(PROMPT, with_bos=True)
-            p = 1.0
-            for byte in text:
-                p *= dist[byte]
-                dist = row.step(byte)
-            p *= dist[EOT]
-        except _Stop:
-            continue
-        finally:
-            monkeypatch.undo()
-        used = tuple(script[: len(script) - len(decisions)])
-        if used in seen:
-            continue  # the same path, reached with unused trailing decisions
-        seen.add(used)
-        total += p * float(np.prod(factors))
+        result = _scripted_run(member, text, script, monkeypatch)
+        if result is None or result[1] in seen:
+            continue  # needs more draws, or the same path with unused trailing draws
+        seen.add(result[1])
+        total += result[0]
     return total
 
 
