@@ -27,6 +27,23 @@ class _Stop(Exception):
     """The scripted run needs more ε decisions than the script holds."""
 
 
+def _duplicate_member() -> Member:
+    """A byte-fallback BPE where ``a`` and ``<0x61>`` (and ``b``, ``<0x62>``) share bytes."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "<0x61>": 3, "<0x62>": 4, "a": 5, "b": 6,
+             "ab": 7, "ba": 8}
+    backend = Tokenizer(models.BPE(vocab, [("a", "b"), ("b", "a")], byte_fallback=True,
+                                   unk_token="<unk>"))
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>",
+                                  eos_token="</s>")
+    model = tiny_model(len(tok), seed=5, layers=2, bos=1, eos=2)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(0.15)
+    return Member.build(model, tok)
+
+
 @pytest.fixture(scope="module")
 def member():
     tok = piece_tokenizer(PIECES)
@@ -70,9 +87,11 @@ def _member_probability(member: Member, prompt_ids: list[int], text: bytes) -> f
     return total
 
 
-def _scripted_run(member: Member, text: bytes, script: tuple[bool, ...], monkeypatch):
-    """Run the real sampler with scripted ε draws; (path probability, draws used) or None."""
-    decisions, factors, last = list(script), [], {}
+def _scripted_run(member: Member, text: bytes, script: tuple[int, ...], monkeypatch):
+    """Run the real sampler with scripted random choices; (path probability, draws used) or
+    None. Each script entry is one ε draw: 0 = do not commit, k >= 1 = commit and, if several
+    ids spell the pending bytes, take the k-th of them."""
+    decisions, factors, last, picks = list(script), [], {}, []
     real_combine = state_mod.combine
 
     def recording_combine(*args):
@@ -83,13 +102,23 @@ def _scripted_run(member: Member, text: bytes, script: tuple[bool, ...], monkeyp
         if not decisions:
             raise _Stop
         eps = float(last["joint"][EPS])
-        commit = decisions.pop(0)
+        choice = decisions.pop(0)
+        commit = choice > 0
+        picks.append(choice - 1)
         factors.append(eps if commit else 1.0 - eps)
         # A uniform draw just below J(ε) must commit, one at J(ε) must not.
         return torch.tensor(eps * (1 - 1e-9) if commit else eps, dtype=torch.float64)
 
+    def scripted_multinomial(probs, n):
+        k = picks[-1]
+        if k >= len(probs):
+            raise _Stop  # no such id: not a path
+        factors.append(float(probs[k]) / float(probs.sum()))
+        return torch.tensor([k])
+
     monkeypatch.setattr(state_mod, "combine", recording_combine)
     monkeypatch.setattr(state_mod.torch, "rand", scripted_rand)
+    monkeypatch.setattr(state_mod.torch, "multinomial", scripted_multinomial)
     try:
         row = SequenceState([member], [1.0], "mixture", "sample")
         dist = row.start(PROMPT, with_bos=True)
@@ -105,10 +134,10 @@ def _scripted_run(member: Member, text: bytes, script: tuple[bool, ...], monkeyp
     return p * float(np.prod(factors)), script[: len(script) - len(decisions)]
 
 
-def _sampler_probability(member: Member, text: bytes, monkeypatch) -> float:
+def _sampler_probability(member: Member, text: bytes, monkeypatch, choices: int = 1) -> float:
     """Probability that the real sampling code path emits ``text`` then end of text."""
     total, seen = 0.0, set()
-    for script in itertools.product([True, False], repeat=len(text)):
+    for script in itertools.product(range(choices + 1), repeat=len(text)):
         result = _scripted_run(member, text, script, monkeypatch)
         if result is None or result[1] in seen:
             continue  # needs more draws, or the same path with unused trailing draws
@@ -160,3 +189,18 @@ def test_ensemble_is_normalised_over_short_strings(member, monkeypatch):
         for n in range(0, 3) for t in itertools.product(b"ab", repeat=n)
     )
     assert 0.0 < total < 1.0
+
+
+@pytest.mark.parametrize("length", [1, 2, 3])
+def test_decoding_equivalence_with_ids_that_share_bytes(monkeypatch, length):
+    """Several ids spelling the same bytes: the commit picks among them by probability, and
+    the sampler still reproduces the member's own distribution over strings."""
+    member = _duplicate_member()
+    tb = member.token_bytes
+    assert tb.pieces[3] == tb.pieces[5] == b"a"
+    prompt_ids = tb.start_ids + tb.encode(PROMPT, at_start=True)
+    for letters in itertools.product(b"ab", repeat=length):
+        text = bytes(letters)
+        want = _member_probability(member, prompt_ids, text)
+        got = _sampler_probability(member, text, monkeypatch, choices=2)
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-12), text
