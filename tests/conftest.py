@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -22,8 +23,14 @@ def asset_path(relative: str) -> Path:
     return path
 
 
+@functools.cache
+def _cached_tokenizer(path: Path):
+    return AutoTokenizer.from_pretrained(path)
+
+
 def load_tokenizer(family: str):
-    return AutoTokenizer.from_pretrained(asset_path(f"tokenizers/{family}"))
+    """A real tokenizer from the assets (loaded once per session)."""
+    return _cached_tokenizer(asset_path(f"tokenizers/{family}"))
 
 
 def tiny_model(vocab_size: int, seed: int = 0, layers: int = 1, bos: int | None = None,
