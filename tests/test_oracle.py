@@ -87,7 +87,8 @@ def _member_probability(member: Member, prompt_ids: list[int], text: bytes) -> f
     return total
 
 
-def _scripted_run(member: Member, text: bytes, script: tuple[int, ...], monkeypatch):
+def _scripted_run(member: Member, text: bytes, script: tuple[int, ...], monkeypatch,
+                  prompt: bytes = PROMPT):
     """Run the real sampler with scripted random choices; (path probability, draws used) or
     None. Each script entry is one ε draw: 0 = do not commit, k >= 1 = commit and, if several
     ids spell the pending bytes, take the k-th of them."""
@@ -121,7 +122,7 @@ def _scripted_run(member: Member, text: bytes, script: tuple[int, ...], monkeypa
     monkeypatch.setattr(state_mod.torch, "multinomial", scripted_multinomial)
     try:
         row = SequenceState([member], [1.0], "mixture", "sample")
-        dist = row.start(PROMPT, with_bos=True)
+        dist = row.start(prompt, with_bos=True)
         p = 1.0
         for byte in text:
             p *= dist[byte]
@@ -134,11 +135,12 @@ def _scripted_run(member: Member, text: bytes, script: tuple[int, ...], monkeypa
     return p * float(np.prod(factors)), script[: len(script) - len(decisions)]
 
 
-def _sampler_probability(member: Member, text: bytes, monkeypatch, choices: int = 1) -> float:
+def _sampler_probability(member: Member, text: bytes, monkeypatch, choices: int = 1,
+                         prompt: bytes = PROMPT) -> float:
     """Probability that the real sampling code path emits ``text`` then end of text."""
     total, seen = 0.0, set()
-    for script in itertools.product(range(choices + 1), repeat=len(text)):
-        result = _scripted_run(member, text, script, monkeypatch)
+    for script in itertools.product(range(choices + 1), repeat=len(text) + 1):
+        result = _scripted_run(member, text, script, monkeypatch, prompt)
         if result is None or result[1] in seen:
             continue  # needs more draws, or the same path with unused trailing draws
         seen.add(result[1])
@@ -203,4 +205,44 @@ def test_decoding_equivalence_with_ids_that_share_bytes(monkeypatch, length):
         text = bytes(letters)
         want = _member_probability(member, prompt_ids, text)
         got = _sampler_probability(member, text, monkeypatch, choices=2)
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-12), text
+
+
+def _lead_member() -> Member:
+    """A SentencePiece-style member (``▁`` marks a space, dummy prefix at the start)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "▁": 3, "a": 4, "b": 5, "▁a": 6, "▁b": 7,
+             "ab": 8, "▁ab": 9}
+    merges = [("▁", "a"), ("▁", "b"), ("a", "b"), ("▁a", "b")]
+    backend = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>",
+                                  eos_token="</s>")
+    model = tiny_model(len(tok), seed=6, layers=2, bos=1, eos=2)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(0.15)
+    return Member.build(model, tok)
+
+
+@pytest.mark.parametrize("length", [1, 2, 3])
+def test_decoding_equivalence_from_the_start_of_text_with_a_dummy_prefix(monkeypatch, length):
+    """Empty prompt after <s>: a SentencePiece member sees ``" " + text`` (its dummy prefix);
+    the sampler's probability of each text equals the member's sum over every tokenization
+    of ``" " + text``, conditioned on the stream starting with the dummy prefix (the member's
+    own tokenizer never produces a stream without it)."""
+    member = _lead_member()
+    tb = member.token_bytes
+    assert tb.lead == b" "
+    with torch.no_grad():
+        logits = member.model(input_ids=torch.tensor([tb.start_ids])).logits[0, -1].double()
+    text_or_eos = [i for i, p in enumerate(tb.pieces) if p] + tb.eos_ids
+    probs = torch.softmax(logits[text_or_eos], -1)
+    lead_mass = sum(float(q) for i, q in zip(text_or_eos, probs, strict=True)
+                    if tb.pieces[i] and tb.pieces[i].startswith(b" "))
+    for letters in itertools.product(b"ab", repeat=length):
+        text = bytes(letters)
+        want = _member_probability(member, list(tb.start_ids), b" " + text) / lead_mass
+        got = _sampler_probability(member, text, monkeypatch, prompt=b"")
         assert got == pytest.approx(want, rel=1e-6, abs=1e-12), text
