@@ -29,6 +29,7 @@ N_BYTES = 256
 EOT = 256  # outcome index: end of text
 EPS = 257  # outcome index: the current token ends here (ε)
 N_OUTCOMES = 258
+_PRECISE_BELOW = 1e-6  # prefix mass under which masses are re-summed over the prefix's range
 
 
 class ByteTable:
@@ -86,8 +87,8 @@ class ByteView:
         logp = torch.log_softmax(logits.detach().to(torch.float64), dim=-1).cpu()
         probs = logp.exp()
         # One cumulative sum per forward pass, over the text tokens in sorted order.
-        cumsum = torch.cumsum(probs[table.sorted_ids], dim=0)
-        self.cumsum = np.concatenate([[0.0], cumsum.numpy()])
+        self.sorted_probs = probs[table.sorted_ids].numpy()
+        self.cumsum = np.concatenate([[0.0], np.cumsum(self.sorted_probs)])
         self.probs = probs
         self.eos = float(probs[table.eos_ids].sum()) if len(table.eos_ids) else 0.0
 
@@ -95,6 +96,11 @@ class ByteView:
         """Unnormalised masses of the 258 outcomes given pending bytes ``prefix``."""
         b = self.table.bounds(prefix) if bounds is None else bounds
         c = self.cumsum[b]
+        if c[-1] - c[0] < _PRECISE_BELOW:
+            # A difference of the global cumulative sum has ~1e-16 absolute error: for a
+            # prefix of little mass, sum its own (short) range again so ratios stay exact.
+            lo, hi = int(b[0]), int(b[-1])
+            c = np.concatenate([[0.0], np.cumsum(self.sorted_probs[lo:hi])])[b - lo]
         out = np.empty(N_OUTCOMES, dtype=np.float64)
         out[:N_BYTES] = c[2:] - c[1:-1]
         out[EPS] = c[1] - c[0]

@@ -17,9 +17,11 @@ COMBINE_RULES = ("mixture", "product")
 
 
 def _active(dists: Sequence[np.ndarray | None], weights: Sequence[float]):
+    """Members that can follow and have a weight, with weights renormalised over them."""
     keep = [(d, w) for d, w in zip(dists, weights, strict=True) if d is not None and w > 0]
     total = sum(w for _, w in keep)
-    return [d for d, _ in keep], [w / total for _, w in keep] if total > 0 else []
+    keep = [(d, w / total) for d, w in keep if total > 0 and w / total > 0]
+    return [d for d, _ in keep], [w for _, w in keep]
 
 
 def mixture(dists: Sequence[np.ndarray | None], weights: Sequence[float]) -> np.ndarray | None:

@@ -187,10 +187,7 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         if state.rows is None:
             rows = self._start(state, ids, mask)
         else:
-            rows = [[self._step(row, seq[-1])] if seq else [] for row, seq in zip(
-                state.rows, ids, strict=True)]
-            if input_ids.shape[1] != 1:
-                rows = [self._step_all(row, seq) for row, seq in zip(state.rows, ids, strict=True)]
+            rows = [self._step_all(row, seq) for row, seq in zip(state.rows, ids, strict=True)]
         state.seen += input_ids.shape[1]
         logits = _to_logits(rows, input_ids.shape[1] if state.decide == "marginal" else 1)
         return CausalLMOutputWithPast(logits=logits.to(self.device), **{CACHE_KW: state})

@@ -8,7 +8,9 @@ What it does:
     the member's tokenization of the pending bytes when no single token ended, in one forward.
   * ``SequenceState``: the paper's decoding for one sequence: every member advances by the chosen
     byte, the members' outcome distributions are combined, and the null outcome ε ("the token
-    ends here") is resolved before the next byte's distribution is returned.
+    ends here") is resolved before the next byte's distribution is returned. Commits are joint,
+    except that a member none of whose tokens continues its pending bytes with the chosen byte
+    commits them alone first (so it keeps following instead of dropping out).
   * ``EnsembleCache``: the object ``generate`` passes around as its cache: one ``SequenceState``
     per row, ``get_seq_length`` for Transformers' input slicing.
 
@@ -106,6 +108,10 @@ class MemberState:
     def advance(self, byte: int) -> None:
         self.pending += bytes((byte,))
 
+    def can_follow(self, byte: int) -> bool:
+        """Whether some token with mass starts with the pending bytes followed by ``byte``."""
+        return bool(self.view.masses(self.pending + bytes((byte,))).sum() > 0)
+
     def commit(self, sample: bool) -> None:
         """Commit the pending bytes: the token that ended, else the member's tokenization."""
         if not self.pending:
@@ -154,6 +160,11 @@ class SequenceState:
         """Advance by ``byte``; the distribution (bytes + end of text) of the next byte."""
         self._resolve_branch(byte)
         for m in self.members:
+            if m.pending and not m.can_follow(byte):
+                # No token of this member continues its pending bytes with `byte`: it commits
+                # them alone and reads `byte` from its own token boundary, instead of dropping
+                # out of the ensemble until the next joint commit.
+                m.commit(sample=self.decide == "sample")
             m.advance(byte)
         return self._emit()
 

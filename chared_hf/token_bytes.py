@@ -273,11 +273,15 @@ def _split_utf8(data: bytes) -> tuple[str, bytes]:
 
 
 def _next_char(data: bytes, pos: int) -> int:
-    """Index after the UTF-8 character (or lone invalid byte) that starts at ``pos``."""
-    for width in (4, 3, 2):
-        try:
-            data[pos:pos + width].decode("utf-8")
-            return pos + width
-        except UnicodeDecodeError:
-            continue
-    return pos + 1
+    """Index after the UTF-8 character (or lone invalid byte) that starts at ``pos``.
+
+    >>> _next_char("é!".encode(), 0), _next_char(b"ab", 0), _next_char(b"\\xffab", 0)
+    (2, 1, 1)
+    """
+    lead = data[pos]
+    width = 1 if lead < 0xC0 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+    try:
+        data[pos:pos + width].decode("utf-8")
+        return pos + width
+    except UnicodeDecodeError:
+        return pos + 1

@@ -8,7 +8,7 @@ import torch
 from conftest import piece_tokenizer, tiny_model
 from transformers import AutoTokenizer, set_seed
 
-from chared_hf import ByteTokenizer, CharEDConfig, CharEDModel
+from chared_hf import ByteTokenizer, CharEDConfig, CharEDModel, EnsembleCache
 from chared_hf.tokenization import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 
 PIECES = ["a", "b", "c", " ", "ab", "bc", "ca", " a", "abc", "cab", "b c"]
@@ -98,6 +98,11 @@ def test_incremental_forward_matches_whole_text(ensemble, tok):
         out = ensemble(input_ids=ids[:, k:k + 1], cache=cache)
         parts.append(out.logits)
     assert torch.allclose(whole, torch.cat(parts, 1), atol=1e-6)
+    # ... and in chunks of several bytes.
+    cache = EnsembleCache(decide="marginal")
+    chunks = [ensemble(input_ids=ids[:, a:b], cache=cache).logits
+              for a, b in ((0, 3), (3, 5), (5, ids.shape[1]))]
+    assert torch.allclose(whole, torch.cat(chunks, 1), atol=1e-6)
 
 
 def test_greedy_generate_is_deterministic_and_counts_bytes(ensemble, tok):
