@@ -20,6 +20,9 @@ It does not implement byte selection, sampling or stopping: ``generate`` does.
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import numpy as np
 import torch
 from transformers import (
@@ -35,6 +38,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .byte_view import EOT
 from .configuration import CharEDConfig, check_weights
+from .loading import AUTO_MAP, HUB_OPTIONS, load_member, write_remote_code
 from .state import CACHE_KW, EnsembleCache, Member, SequenceState
 from .tokenization import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, ByteTokenizer
 
@@ -45,16 +49,6 @@ def default_generation_config() -> GenerationConfig:
         bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
         max_new_tokens=256, do_sample=False,
     )
-
-
-def _load_member(spec: dict):
-    """Load one member named by reference (Hub id or folder, optional revision/gguf/dtype)."""
-    kwargs = {k: spec[k] for k in ("revision", "gguf_file", "dtype", "trust_remote_code")
-              if spec.get(k) is not None}
-    model = AutoModelForCausalLM.from_pretrained(spec["name_or_path"], **kwargs)
-    tok_kwargs = {k: v for k, v in kwargs.items() if k != "dtype"}
-    tokenizer = AutoTokenizer.from_pretrained(spec["name_or_path"], **tok_kwargs)
-    return model.eval(), tokenizer
 
 
 class CharEDModel(PreTrainedModel, GenerationMixin):
@@ -77,21 +71,46 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
     _supported_generation_modes = [GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE]
     _no_split_modules: list[str] = []
 
-    def __init__(self, config: CharEDConfig, members: list | None = None):
+    def __init__(
+        self,
+        config: CharEDConfig,
+        members: list | None = None,
+        member_kwargs: dict | None = None,
+        source: str | None = None,
+    ):
         super().__init__(config)
+        references: list[dict | None]
         if members is None:
-            members = [_load_member(spec) for spec in config.members]
+            # Members named by the config (references); never built on the meta device, since
+            # our from_pretrained constructs the model directly.
+            loaded = [load_member(spec, source, member_kwargs) for spec in config.members]
+            members = [(model, tok) for model, tok, _ in loaded]
+            references = [ref for _, _, ref in loaded]
+        else:
+            references = [None] * len(members)
         if not members:
             raise ValueError("members: an ensemble needs at least one (model, tokenizer) pair")
         n = len(members)
         self.member_weights = check_weights(config.weights or [1.0] * n, n)
+        self.member_references = references  # None: built in memory, saved in a subfolder
         self.members = []
         for i, pair in enumerate(members):
             model, tokenizer = _check_pair(i, pair)
             self.add_module(f"member_{i}", model)  # registered: model.device, .to(), save
             self.members.append(Member.build(model, tokenizer))
         self.generation_config = default_generation_config()
+        self._set_device_map(force=bool((member_kwargs or {}).get("device_map")))
         self.post_init()
+
+    def _set_device_map(self, force: bool = False) -> None:
+        """Expose the members' device maps so that pipelines do not move the ensemble."""
+        maps = [getattr(m.model, "hf_device_map", None) for m in self.members]
+        if force or any(maps):
+            self.hf_device_map = {
+                f"member_{i}{'.' + k if k else ''}": v
+                for i, (m, dm) in enumerate(zip(self.members, maps, strict=True))
+                for k, v in (dm or {"": str(m.model.device)}).items()
+            }
 
     def _init_weights(self, module):
         """Members come trained: never re-initialise them."""
@@ -120,17 +139,56 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         return cls(config, members=list(members))
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> CharEDModel:
-        """Load the config and the members it names (never on the meta device)."""
-        config = kwargs.pop("config", None) or CharEDConfig.from_pretrained(
-            pretrained_model_name_or_path)
-        model = cls(config)
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None,
+                        **kwargs) -> CharEDModel:
+        """Load an ensemble folder (or Hub repository) and the members its config names.
+
+        ``dtype`` (or ``torch_dtype``), ``device_map`` and the Hub options ``cache_dir``,
+        ``token``, ``local_files_only``, ``force_download`` are passed on to every member.
+        """
+        source = str(pretrained_model_name_or_path)
+        hub = {k: kwargs[k] for k in (*HUB_OPTIONS, "revision") if kwargs.get(k) is not None}
+        if not isinstance(config, CharEDConfig):
+            config = CharEDConfig.from_pretrained(source, **hub)
+        overrides = {k: kwargs[k] for k in (*HUB_OPTIONS, "device_map")
+                     if kwargs.get(k) is not None}
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        if dtype is not None:
+            overrides["dtype"] = dtype
+        model = cls(config, member_kwargs=overrides, source=source)
         try:
-            model.generation_config = GenerationConfig.from_pretrained(
-                pretrained_model_name_or_path)
+            model.generation_config = GenerationConfig.from_pretrained(source, **hub)
         except OSError:
-            pass
+            pass  # no generation_config.json: keep the defaults
         return model
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs) -> None:
+        """Write the config (members by reference), generation config, byte tokenizer and the
+        ``auto_map`` module; members built in memory are saved into ``member_<i>/``."""
+        if push_to_hub:
+            raise ValueError("push_to_hub: call model.push_to_hub(repo_id) instead")
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        specs = []
+        for i, (member, ref) in enumerate(zip(self.members, self.member_references,
+                                              strict=True)):
+            if ref is None:  # built in memory: save it beside the config, referenced relatively
+                sub = folder / f"member_{i}"
+                member.model.save_pretrained(sub, **{k: v for k, v in kwargs.items()
+                                                     if k in ("max_shard_size",)})
+                member.tokenizer.save_pretrained(sub)
+                ref = {"name_or_path": f"./member_{i}"}
+            specs.append(ref)
+        config = copy.deepcopy(self.config)
+        config.members = specs
+        config.architectures = [type(self).__name__]
+        config.auto_map = AUTO_MAP
+        config.save_pretrained(folder)
+        self.generation_config.save_pretrained(folder)
+        tokenizer = ByteTokenizer()
+        tokenizer.init_kwargs["auto_map"] = {"AutoTokenizer": AUTO_MAP["AutoTokenizer"]}
+        tokenizer.save_pretrained(folder)
+        write_remote_code(folder)
 
     # -- generation ------------------------------------------------------------------------
     def generate(self, inputs=None, generation_config=None, **kwargs):
