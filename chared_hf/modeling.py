@@ -37,10 +37,20 @@ from transformers.generation.configuration_utils import GenerationMode
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .byte_view import EOT
+from .chat import member_chat_ids
 from .configuration import CharEDConfig, check_weights
 from .loading import AUTO_MAP, HUB_OPTIONS, load_member, write_remote_code
 from .state import CACHE_KW, EnsembleCache, Member, SequenceState
-from .tokenization import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, ByteTokenizer
+from .tokenization import (
+    BOS_ID,
+    CHAT_IDS,
+    CONTENT_ID,
+    EOS_ID,
+    PAD_ID,
+    VOCAB_SIZE,
+    ByteTokenizer,
+    parse_chat,
+)
 
 
 def default_generation_config() -> GenerationConfig:
@@ -269,6 +279,10 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
                 raise ValueError("input_ids: a row has no ids (only padding)")
             with_bos = body[0] == BOS_ID
             text = body[1:] if with_bos else body
+            if with_bos and any(i in CHAT_IDS for i in text):
+                dists += self._start_chat(row, text)
+                out.append(dists)
+                continue
             _check_text_ids(text)
             if state.decide == "marginal":
                 # Teacher forcing: start from the first id, step through every later byte.
@@ -282,12 +296,25 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             out.append(dists)
         return out
 
+    def _start_chat(self, row: SequenceState, ids: list[int]) -> list[np.ndarray | None]:
+        """Chat markup: each member renders the messages with its own template. Teacher
+        forcing scores the bytes after the last ``<|content|>`` given the messages before."""
+        cut = len(ids) - ids[::-1].index(CONTENT_ID) if row.decide == "marginal" else len(ids)
+        head, tail = ids[:cut], ids[cut:]
+        _check_text_ids(tail)
+        messages, open_last = parse_chat(head)
+        prompts = [member_chat_ids(m, messages, open_last) for m in self.members]
+        dists: list[np.ndarray | None] = [None] * len(head)  # <s> and the markup: no rows
+        dists.append(row.start_from_ids(prompts))
+        return dists + self._step_all(row, tail)
+
     def _step(self, row: SequenceState, byte: int) -> np.ndarray | None:
         if row.finished or byte in (EOS_ID, PAD_ID):
             row.finished = True
             return None
-        if byte == BOS_ID:
-            raise ValueError("input_ids: <s> may only start a sequence")
+        if byte == BOS_ID or byte in CHAT_IDS:
+            raise ValueError("input_ids: <s> and chat markers may only come before the text "
+                             "(chat markers from ByteTokenizer.apply_chat_template)")
         return row.step(byte)
 
     def _step_all(self, row: SequenceState, seq: list[int]) -> list[np.ndarray | None]:
@@ -313,9 +340,9 @@ def _check_pair(index: int, pair):
 
 
 def _check_text_ids(ids: list[int]) -> None:
-    bad = [i for i in ids if i > 255 and i not in (EOS_ID, PAD_ID)]
-    if bad:
-        raise ValueError("input_ids: <s> may only start a sequence")
+    if any(i > 255 and i not in (EOS_ID, PAD_ID) for i in ids):
+        raise ValueError("input_ids: <s> may only start a sequence, and chat markers (from "
+                         "ByteTokenizer.apply_chat_template) only follow <s>")
 
 
 def _to_logits(rows: list[list[np.ndarray | None]], length: int) -> torch.Tensor:

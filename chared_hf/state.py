@@ -90,6 +90,10 @@ class MemberState:
         self.pending = rest
         self._forward(ids)
 
+    def start_from_ids(self, ids: list[int]) -> None:
+        """Start from prompt ids rendered elsewhere (a chat template); nothing pending."""
+        self._forward(list(ids) or list(self.member.token_bytes.start_ids))
+
     def _forward(self, ids: list[int]) -> None:
         model = self.member.model
         inputs = torch.tensor([ids], dtype=torch.long, device=model.device)
@@ -154,6 +158,12 @@ class SequenceState:
         """Commit the prompt to every member; the distribution of the first new byte."""
         for m in self.members:
             m.start(prompt, with_bos)
+        return self._emit()
+
+    def start_from_ids(self, member_ids: list[list[int]]) -> np.ndarray:
+        """Start every member from its own prompt ids (e.g. its chat template's rendering)."""
+        for m, ids in zip(self.members, member_ids, strict=True):
+            m.start_from_ids(ids)
         return self._emit()
 
     def step(self, byte: int) -> np.ndarray:

@@ -48,6 +48,35 @@ def tiny_model(vocab_size: int, seed: int = 0, layers: int = 1, bos: int | None 
     return model
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Run the suite on one torch thread: the models decode one token at a time, where a second
+    thread gains little, and on a shared two-core machine OpenMP's second thread waits for a
+    busy core (single-token forwards up to 20x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+SMOLLM2 = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2(request):
+    """SmolLM2-135M-Instruct from its Q4_1 GGUF file, converted once into pytest's cache (or,
+    under ``-p no:cacheprovider``, into load_gguf's default cache: ``$CHARED_CACHE`` or
+    ``~/.cache/chared_hf/gguf``)."""
+    from chared_hf.gguf import load_gguf
+
+    path = asset_path(SMOLLM2)
+    pytest.importorskip("gguf", reason=f"the PyPI package gguf is needed to read {SMOLLM2}")
+    pytest.importorskip("accelerate", reason=f"accelerate is needed to read {SMOLLM2}")
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    cache_dir = cache.mkdir("smollm2") if cache is not None else None
+    return load_gguf(path, cache_dir=cache_dir)
+
+
 @pytest.fixture(scope="session")
 def stories():
     """stories260K: a real trained Llama with a SentencePiece (byte fallback) tokenizer."""

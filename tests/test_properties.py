@@ -42,15 +42,6 @@ LOSSY_REAL = ("spm-unigram",)
 TOL = 1e-5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run ~10x faster on one thread than on two contended ones (2-core CI)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # -- random text ---------------------------------------------------------------------------
 WHITESPACE = [" ", "  ", "   ", "\t", "\n", "\n\n", "\r\n", "\u00a0", "\u3000"]
 EMOJI = ["😀", "👍🏽", "🇫🇷", "👩‍💻", "🦀", "❤️"]

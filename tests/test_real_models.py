@@ -16,13 +16,10 @@ import time
 
 import pytest
 import torch
-from conftest import asset_path
 from transformers import set_seed
 
 from chared_hf import ByteTokenizer, CharEDModel
-from chared_hf.gguf import load_gguf
 
-SMOLLM2 = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = "Once upon a time"
 
 # Continuations start with a space or newline after a complete word, so that the member's
@@ -40,30 +37,6 @@ SCORING = {
         "    return fibonacci(n - 1) + fibonacci(n - 2)\n",
     ),
 }
-
-
-@pytest.fixture(scope="session")
-def smollm2(request):
-    """SmolLM2-135M-Instruct from its Q4_1 GGUF file, converted once into pytest's cache (or,
-    under ``-p no:cacheprovider``, into load_gguf's default cache: ``$CHARED_CACHE`` or
-    ``~/.cache/chared_hf/gguf``)."""
-    path = asset_path(SMOLLM2)
-    pytest.importorskip("gguf", reason=f"the PyPI package gguf is needed to read {SMOLLM2}")
-    pytest.importorskip("accelerate", reason=f"accelerate is needed to read {SMOLLM2}")
-    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
-    cache_dir = cache.mkdir("smollm2") if cache is not None else None
-    return load_gguf(path, cache_dir=cache_dir)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run these tests on one thread: the models decode one token at a time, where a second
-    thread gains little, and on a shared two-core machine OpenMP's second thread waits for a
-    busy core, which made single-token forwards up to 20x slower (1.7 s instead of 76 ms)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
