@@ -31,6 +31,8 @@ from transformers import (
     AutoTokenizer,
     GenerationConfig,
     GenerationMixin,
+    LogitsProcessor,
+    LogitsProcessorList,
     PreTrainedModel,
 )
 from transformers.generation.configuration_utils import GenerationMode
@@ -107,7 +109,8 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         for i, pair in enumerate(members):
             model, tokenizer = _check_pair(i, pair)
             self.add_module(f"member_{i}", model)  # registered: model.device, .to(), save
-            self.members.append(Member.build(model, tokenizer))
+            name = getattr(getattr(model, "config", None), "name_or_path", "") or f"member_{i}"
+            self.members.append(Member.build(model, tokenizer, name=name))
         self.generation_config = default_generation_config()
         self._set_device_map(force=bool((member_kwargs or {}).get("device_map")))
         self.post_init()
@@ -213,12 +216,23 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
                              "decoding (do_sample=False) or sampling (do_sample=True)")
         if kwargs.get("assistant_model") is not None or kwargs.get("prompt_lookup_num_tokens"):
             raise ValueError("assistant_model: assisted decoding is not supported by CharEDModel")
+        if kwargs.get("max_length") is not None and "max_new_tokens" not in kwargs:
+            kwargs["max_new_tokens"] = None  # let max_length win over our default of 256 bytes
         if kwargs.get(CACHE_KW) is None:
             do_sample = kwargs.get("do_sample")
             if do_sample is None:
                 do_sample = config.do_sample
             kwargs[CACHE_KW] = EnsembleCache(decide="sample" if do_sample else "greedy")
         return super().generate(inputs, generation_config, **kwargs)
+
+    def _get_logits_processor(self, *args, **kwargs) -> LogitsProcessorList:
+        """Transformers' processors, wrapped so that a step whose every byte they ban commits
+        the pending bytes and is processed again (see ``_Redecide``)."""
+        processors = super()._get_logits_processor(*args, **kwargs)
+        state = (kwargs.get("model_kwargs") or {}).get(CACHE_KW)
+        if not isinstance(state, EnsembleCache):
+            return processors
+        return LogitsProcessorList([_Redecide(processors, state)])
 
     def prepare_inputs_for_generation(self, input_ids, **kwargs):
         state = kwargs.get(CACHE_KW)
@@ -324,6 +338,26 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
     def forward_calls(self, cache: EnsembleCache) -> list[list[int]]:
         """Member forward passes used so far in ``cache``, per row and member."""
         return cache.forward_calls()
+
+
+class _Redecide(LogitsProcessor):
+    """Runs the generation's processors; where they leave a row no byte (every score -inf,
+    e.g. a banned byte that was the only way to continue the current tokens), that row's
+    members commit their pending bytes and the processors run again on the new distribution.
+    """
+
+    def __init__(self, inner: LogitsProcessorList, state: EnsembleCache):
+        self.inner, self.state = inner, state
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor):
+        out = self.inner(input_ids, scores)
+        dead = (~torch.isfinite(out).any(-1)).nonzero().flatten().tolist()
+        for r in dead:
+            dist = self.state.rows[r].recommit() if self.state.rows else None
+            if dist is not None:
+                fresh = _to_logits([[dist]], 1)[0].to(scores)
+                out[r] = self.inner(input_ids[r:r + 1], fresh)[0]
+        return out
 
 
 def _check_pair(index: int, pair):

@@ -26,7 +26,8 @@ What it does not do: talk to ``generate`` (``modeling``) or pick bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -46,9 +47,12 @@ class Member:
     tokenizer: object
     token_bytes: TokenBytes
     table: ByteTable
+    name: str = "member"
+    window: int | None = None  # the model's context length (max_position_embeddings)
+    warned: bool = field(default=False, compare=False)  # the context-window warning was given
 
     @classmethod
-    def build(cls, model, tokenizer) -> Member:
+    def build(cls, model, tokenizer, name: str = "member") -> Member:
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         if tokenizer.eos_token_id is not None:
@@ -56,11 +60,10 @@ class Member:
         vocab = model.get_output_embeddings().weight.shape[0] if hasattr(
             model, "get_output_embeddings") and model.get_output_embeddings() is not None else None
         tb = TokenBytes.from_tokenizer(tokenizer, vocab_size=vocab, eos_ids=eos)
-        if not tb.start_ids:
-            raise ValueError(
-                "members: a member's tokenizer has no BOS and no EOS token to start a text with"
-            )
-        return cls(model=model, tokenizer=tokenizer, token_bytes=tb, table=ByteTable(tb))
+        config = getattr(model, "config", None)
+        window = getattr(config, "max_position_embeddings", None) if config is not None else None
+        return cls(model=model, tokenizer=tokenizer, token_bytes=tb, table=ByteTable(tb),
+                   name=name, window=window if isinstance(window, int) and window > 8 else None)
 
 
 class MemberState:
@@ -74,11 +77,17 @@ class MemberState:
         self.pending = b""
         self.lead_pending = False  # the member's dummy prefix is still in `pending`
         self.forwards = 0
+        self.start = []  # the ids the member's context starts with (kept when it is cut)
+        self.previous_ids: list[int] | None = None  # ids before the last cut (see restore)
 
     # -- set-up and forward ----------------------------------------------------------------
-    def start(self, prompt: bytes, with_bos: bool) -> None:
+    def begin(self, prompt: bytes, with_bos: bool) -> None:
         """Commit the prompt (the member's own tokenization of it) and run it once."""
         tb = self.member.token_bytes
+        if with_bos and not tb.start_ids:
+            raise ValueError(
+                f"input_ids: member {self.member.name!r} has no BOS or end-of-text token to start "
+                "a text from; give the prompt without <s> (add_special_tokens=False)")
         text, rest = _split_utf8(prompt)  # a trailing partial character stays pending
         ids = list(tb.start_ids) if with_bos else []
         if text:
@@ -87,14 +96,38 @@ class MemberState:
             rest, self.lead_pending = tb.lead + rest, True
         if not ids:
             ids = list(tb.start_ids)  # no text to condition on: the member's own start of text
+        if not ids:
+            raise ValueError(f"input_ids: member {self.member.name!r} has nothing to start from: "
+                             "no text and no BOS or end-of-text token")
         self.pending = rest
+        self.start = ids[: len(tb.start_ids)] if with_bos else []
         self._forward(ids)
 
-    def start_from_ids(self, ids: list[int]) -> None:
+    def begin_from_ids(self, ids: list[int]) -> None:
         """Start from prompt ids rendered elsewhere (a chat template); nothing pending."""
+        start = list(self.member.token_bytes.start_ids)
+        self.start = start if ids[: len(start)] == start else []
         self._forward(list(ids) or list(self.member.token_bytes.start_ids))
 
+    def _fit_window(self, ids: list[int]) -> list[int]:
+        """Context policy: when the member's context would exceed its window, it keeps its
+        start ids and the most recent tokens filling 3/4 of the window, and runs them again
+        (warned once per member)."""
+        window = self.member.window
+        if window is None or len(self.ids) + len(ids) <= window:
+            return ids
+        if not self.member.warned:
+            self.member.warned = True
+            warnings.warn(f"member {self.member.name!r}: context longer than its window of "
+                          f"{window} tokens; keeping the most recent tokens", stacklevel=4)
+        keep = max(1, window * 3 // 4 - len(self.start))
+        self.previous_ids = self.ids
+        full = self.ids + ids
+        self.ids, self.cache = [], None
+        return self.start + full[-keep:]
+
     def _forward(self, ids: list[int]) -> None:
+        ids = self._fit_window(ids)
         model = self.member.model
         inputs = torch.tensor([ids], dtype=torch.long, device=model.device)
         with torch.no_grad():
@@ -134,13 +167,17 @@ class MemberState:
 
     # -- branches (teacher-forced scoring) -------------------------------------------------
     def snapshot(self) -> tuple:
-        return (len(self.ids), self.view, self.pending, self.lead_pending)
+        return (len(self.ids), self.view, self.pending, self.lead_pending, self.ids)
 
     def restore(self, snap: tuple) -> None:
-        n, self.view, self.pending, self.lead_pending = snap
-        if len(self.ids) > n:
+        n, view, self.pending, self.lead_pending, ids = snap
+        if ids is not self.ids:  # the context was cut inside the branch: run it again
+            self.ids, self.cache = [], None
+            self._forward(ids[:n])
+        elif len(self.ids) > n:
             self.cache.crop(n - len(self.ids))  # Transformers 5: a negative count drops tokens
             del self.ids[n:]
+        self.view = view
 
 
 class SequenceState:
@@ -157,13 +194,13 @@ class SequenceState:
     def start(self, prompt: bytes, with_bos: bool) -> np.ndarray:
         """Commit the prompt to every member; the distribution of the first new byte."""
         for m in self.members:
-            m.start(prompt, with_bos)
+            m.begin(prompt, with_bos)
         return self._emit()
 
     def start_from_ids(self, member_ids: list[list[int]]) -> np.ndarray:
         """Start every member from its own prompt ids (e.g. its chat template's rendering)."""
         for m, ids in zip(self.members, member_ids, strict=True):
-            m.start_from_ids(ids)
+            m.begin_from_ids(ids)
         return self._emit()
 
     def step(self, byte: int) -> np.ndarray:
@@ -177,6 +214,14 @@ class SequenceState:
                 m.commit(sample=self.decide == "sample")
             m.advance(byte)
         return self._emit()
+
+    def recommit(self) -> np.ndarray | None:
+        """Commit every member's pending bytes now and return the distribution after it, or
+        None if nothing is pending (used when logits processors ban every byte that the
+        "token goes on" decision allowed)."""
+        if self.finished or not any(m.pending for m in self.members):
+            return None
+        return _normalise(self._commit_all()[:EPS])
 
     # -- internals -------------------------------------------------------------------------
     def _combined(self) -> np.ndarray:

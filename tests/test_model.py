@@ -278,3 +278,46 @@ def test_byte_tokenizer_round_trips_and_loads(tmp_path):
     assert again("hé😀")["input_ids"] == tok("hé😀")["input_ids"]
     assert np.array_equal(again.convert_tokens_to_ids(["<s>", "</s>", "<pad>"]),
                           [BOS_ID, EOS_ID, PAD_ID])
+
+
+def test_prompt_longer_than_the_window_keeps_the_most_recent_tokens(tok):
+    """Context policy: start ids + the most recent tokens filling 3/4 of the window, with one
+    warning per member; generation goes on past the window."""
+    ptok = piece_tokenizer(list("abc "))
+    model = tiny_model(len(ptok), seed=5, bos=1, eos=None)
+    model.config.max_position_embeddings = 24
+    ens = CharEDModel.from_members([(model, ptok)])
+    enc = tok("abc " * 10, return_tensors="pt")  # 40 single-byte tokens > 24
+    with pytest.warns(UserWarning, match="context longer than its window of 24 tokens"):
+        out = ens.generate(**enc, max_new_tokens=40, return_dict_in_generate=True,
+                           min_new_tokens=40)
+    member = out.cache.rows[0].members[0]
+    assert len(member.ids) <= 24 and member.ids[0] == 1  # the start id is kept
+    assert member.cache.get_seq_length() == len(member.ids)
+    assert out.sequences.shape[1] == enc["input_ids"].shape[1] + 40
+
+
+def test_member_without_a_start_of_text_fails_clearly_on_an_empty_prompt(tok):
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({"a": 0, "b": 1, "<unk>": 2}, unk_token="<unk>"))
+    ptok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+    ens = CharEDModel.from_members([(tiny_model(3, bos=None, eos=None), ptok)])
+    with pytest.raises(ValueError, match="has no BOS or end-of-text token to start a text"):
+        ens.generate(**tok("", return_tensors="pt"), max_new_tokens=2)
+    out = ens.generate(**tok("ab", add_special_tokens=False, return_tensors="pt"),
+                       max_new_tokens=3)
+    assert _text(out[0]).startswith(b"ab")
+
+
+def test_empty_prompt_starts_each_member_from_its_own_start_of_text(ensemble, tok):
+    out = ensemble.generate(**tok("", return_tensors="pt"), max_new_tokens=12)
+    assert out.shape[1] > 1 and out[0, 0] == BOS_ID
+
+
+def test_a_member_at_weight_zero_is_switched_off(pair, stories, tok):
+    enc = tok("Once upon a", return_tensors="pt")
+    alone = CharEDModel.from_members([stories]).generate(**enc, max_new_tokens=20)
+    off = CharEDModel.from_members([pair, stories], weights=[0.0, 1.0])
+    assert torch.equal(off.generate(**enc, max_new_tokens=20), alone)
