@@ -48,6 +48,23 @@ def tiny_model(vocab_size: int, seed: int = 0, layers: int = 1, bos: int | None 
     return model
 
 
+class EosBiased(torch.nn.Module):
+    """A member whose end-of-text logit is raised by ``bias`` (a model that wants to stop)."""
+
+    def __init__(self, model, eos: int, bias: float):
+        super().__init__()
+        self.inner, self.eos, self.bias = model, eos, bias
+
+    @property
+    def device(self):
+        return self.inner.device
+
+    def forward(self, **kwargs):
+        out = self.inner(**kwargs)
+        out.logits[..., self.eos] += self.bias
+        return out
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
     """Run the suite on one torch thread: the models decode one token at a time, where a second

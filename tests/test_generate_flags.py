@@ -12,7 +12,7 @@ import threading
 
 import pytest
 import torch
-from conftest import piece_tokenizer, tiny_model
+from conftest import EosBiased, piece_tokenizer, tiny_model
 from transformers import (
     GenerationConfig,
     LogitsProcessor,
@@ -76,24 +76,7 @@ def multibyte():
     return CharEDModel.from_members([(tiny_model(len(ptok), seed=3, bos=1, eos=2), ptok)])
 
 
-class _EosBiased(torch.nn.Module):
-    """A member whose end-of-text logit is raised by ``bias`` (a model that wants to stop)."""
-
-    def __init__(self, model, eos: int, bias: float):
-        super().__init__()
-        self.inner, self.eos, self.bias = model, eos, bias
-
-    @property
-    def device(self):
-        return self.inner.device
-
-    def forward(self, **kwargs):
-        out = self.inner(**kwargs)
-        out.logits[..., self.eos] += self.bias
-        return out
-
-
-class _EosAfter(_EosBiased):
+class _EosAfter(EosBiased):
     """A member that wants to stop once its sequence holds ``after`` tokens (row by row)."""
 
     def __init__(self, model, eos: int, after: int):
@@ -259,7 +242,7 @@ def test_max_new_tokens_counts_bytes(solo, multibyte, tok, n):
     assert len(_new(solo.generate(**enc, max_new_tokens=n), enc)) == n
     # A member that never ends: exactly n new byte ids, multi-byte characters included.
     ((model, ptok),) = [(m.model, m.tokenizer) for m in multibyte.members]
-    never = CharEDModel.from_members([(_EosBiased(model, eos=2, bias=-100.0), ptok)])
+    never = CharEDModel.from_members([(EosBiased(model, eos=2, bias=-100.0), ptok)])
     enc = _enc(tok, "a")
     for seed in range(3):
         set_seed(seed)
@@ -269,7 +252,7 @@ def test_max_new_tokens_counts_bytes(solo, multibyte, tok, n):
 
 def test_max_new_tokens_counts_bytes_not_characters(multibyte, tok):
     ((model, ptok),) = [(m.model, m.tokenizer) for m in multibyte.members]
-    never = CharEDModel.from_members([(_EosBiased(model, eos=2, bias=-100.0), ptok)])
+    never = CharEDModel.from_members([(EosBiased(model, eos=2, bias=-100.0), ptok)])
     enc = _enc(tok, "a")
     shorter = 0
     for seed in range(4):
@@ -282,7 +265,7 @@ def test_max_new_tokens_counts_bytes_not_characters(multibyte, tok):
 
 def test_min_new_tokens_holds_back_eos_for_that_many_bytes(abc, tok):
     model, ptok = abc
-    eager = CharEDModel.from_members([(_EosBiased(model, eos=2, bias=30.0), ptok)])
+    eager = CharEDModel.from_members([(EosBiased(model, eos=2, bias=30.0), ptok)])
     enc = _enc(tok, "ab")
     assert _new(eager.generate(**enc, max_new_tokens=10), enc) == [EOS_ID]
     new = _new(eager.generate(**enc, max_new_tokens=10, min_new_tokens=4), enc)
@@ -298,7 +281,7 @@ def test_max_length_counts_prompt_and_new_bytes(solo, tok):
 @pytest.mark.parametrize("do_sample", [False, True])
 def test_eos_ends_the_text(pair, tok, do_sample):
     model, ptok = pair
-    eager = CharEDModel.from_members([(_EosBiased(model, eos=2, bias=30.0), ptok)])
+    eager = CharEDModel.from_members([(EosBiased(model, eos=2, bias=30.0), ptok)])
     enc = _enc(tok, "ab")
     set_seed(0)
     out = eager.generate(**enc, max_new_tokens=50, do_sample=do_sample)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import piece_tokenizer, tiny_model
+from conftest import EosBiased, piece_tokenizer, tiny_model
 from transformers import AutoTokenizer, set_seed
 
 from chared_hf import ByteTokenizer, CharEDConfig, CharEDModel, EnsembleCache
@@ -154,26 +154,9 @@ def test_generation_uses_about_one_forward_per_member_token(stories, tok):
     assert calls < new_bytes / 2  # stories260K averages > 2 bytes per token
 
 
-class _EosBiased(torch.nn.Module):
-    """A member whose end-of-text logit is raised by ``bias`` (a model that wants to stop)."""
-
-    def __init__(self, model, eos: int, bias: float):
-        super().__init__()
-        self.inner, self.eos, self.bias = model, eos, bias
-
-    @property
-    def device(self):
-        return self.inner.device
-
-    def forward(self, **kwargs):
-        out = self.inner(**kwargs)
-        out.logits[..., self.eos] += self.bias
-        return out
-
-
 def test_eos_stops_generation(pair, tok):
     model, ptok = pair
-    ens = CharEDModel.from_members([(_EosBiased(model, eos=2, bias=30.0), ptok)])
+    ens = CharEDModel.from_members([(EosBiased(model, eos=2, bias=30.0), ptok)])
     enc = tok("ab", return_tensors="pt")
     assert float(ens(**enc).logits[0, -1, EOS_ID].exp()) > 0.99
     out = ens.generate(**enc, max_new_tokens=50)
@@ -183,8 +166,8 @@ def test_eos_stops_generation(pair, tok):
 def test_ensemble_eos_is_every_members_end_of_text(pair, tok):
     """End of text is combined like any outcome: one eager member at weight 1/2 gives ~1/2."""
     model, ptok = pair
-    eager = (_EosBiased(model, eos=2, bias=30.0), ptok)
-    never = (_EosBiased(model, eos=2, bias=-100.0), ptok)
+    eager = (EosBiased(model, eos=2, bias=30.0), ptok)
+    never = (EosBiased(model, eos=2, bias=-100.0), ptok)
     ens = CharEDModel.from_members([eager, never])
     out = ens.generate(**tok("ab", return_tensors="pt"), max_new_tokens=1,
                        output_scores=True, return_dict_in_generate=True)
@@ -220,7 +203,9 @@ def test_beam_search_is_rejected_clearly(ensemble, tok):
         (dict(weights=[1.0]), "weights: expected 2 weights"),
         (dict(weights=[-1.0, 2.0]), "weights: expected finite non-negative"),
         (dict(weights=[0.0, 0.0]), "positive sum"),
-        (dict(weights=[float("nan"), 1.0]), "weights"),
+        (dict(weights=[float("nan"), 1.0]), "weights: expected finite non-negative"),
+        (dict(weights=[float("inf"), 1.0]), "weights: expected finite non-negative"),
+        (dict(weights="heavy"), "weights: expected a list of numbers"),
         (dict(combine="median"), "combine: expected one of"),
         (dict(marginalization="viterbi"), "marginalization: expected one of"),
     ],
@@ -238,6 +223,9 @@ def test_bad_members_name_the_argument(pair):
         CharEDModel.from_members([model])
     with pytest.raises(ValueError, match=r"members\[1\]: expected a causal LM model"):
         CharEDModel.from_members([pair, ("model", ptok)])
+    with pytest.raises(ValueError, match=r"members\[0\]: expected a fast \(tokenizers-backed\) "
+                                         r"tokenizer second, got NoneType"):
+        CharEDModel.from_members([(model, None)])
 
 
 def test_bad_input_ids_name_the_argument(ensemble):

@@ -30,15 +30,21 @@ class _Stop(Exception):
 def _duplicate_member() -> Member:
     """A byte-fallback BPE where ``a`` and ``<0x61>`` (and ``b``, ``<0x62>``) share bytes."""
     from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
 
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "<0x61>": 3, "<0x62>": 4, "a": 5, "b": 6,
              "ab": 7, "ba": 8}
     backend = Tokenizer(models.BPE(vocab, [("a", "b"), ("b", "a")], byte_fallback=True,
                                    unk_token="<unk>"))
+    return _flat_member(backend, seed=5)
+
+
+def _flat_member(backend, seed: int) -> Member:
+    """A member over ``backend`` with a tiny model whose distributions are fairly flat."""
+    from transformers import PreTrainedTokenizerFast
+
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>",
                                   eos_token="</s>")
-    model = tiny_model(len(tok), seed=5, layers=2, bos=1, eos=2)
+    model = tiny_model(len(tok), seed=seed, layers=2, bos=1, eos=2)
     with torch.no_grad():
         model.lm_head.weight.mul_(0.15)
     return Member.build(model, tok)
@@ -211,19 +217,13 @@ def test_decoding_equivalence_with_ids_that_share_bytes(monkeypatch, length):
 def _lead_member() -> Member:
     """A SentencePiece-style member (``▁`` marks a space, dummy prefix at the start)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "▁": 3, "a": 4, "b": 5, "▁a": 6, "▁b": 7,
              "ab": 8, "▁ab": 9}
     merges = [("▁", "a"), ("▁", "b"), ("a", "b"), ("▁a", "b")]
     backend = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>",
-                                  eos_token="</s>")
-    model = tiny_model(len(tok), seed=6, layers=2, bos=1, eos=2)
-    with torch.no_grad():
-        model.lm_head.weight.mul_(0.15)
-    return Member.build(model, tok)
+    return _flat_member(backend, seed=6)
 
 
 @pytest.mark.parametrize("length", [1, 2, 3])
