@@ -14,7 +14,8 @@ from transformers import PreTrainedConfig
 from .combine import COMBINE_RULES
 from .tokenization import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 
-MARGINALIZATIONS = ("chared",)
+MARGINALIZATIONS = ("chared", "exact")
+DEFAULT_MAX_HYPOTHESES = 8
 MEMBER_KEYS = ("name_or_path", "revision", "gguf_file", "dtype", "trust_remote_code")
 
 
@@ -28,7 +29,10 @@ class CharEDConfig(PreTrainedConfig):
         weights: one non-negative weight per member (at least one positive); ``None`` means
             equal weights. Stored as given, normalised when used.
         marginalization: how a member's next-byte distribution is formed: ``"chared"`` (the
-            paper: each member conditioned on one tokenization of the committed text).
+            paper: each member conditioned on one tokenization of the committed text) or
+            ``"exact"`` (each member a byte-level LM summing over all its tokenizations).
+        max_hypotheses: with ``"exact"``, the most hypotheses (token sequences) a member keeps,
+            and the most children it expands per byte; ``None`` keeps all (exact).
         combine: ``"mixture"`` (the paper's weighted average) or ``"product"`` (weighted
             geometric mean, renormalised).
     """
@@ -40,6 +44,7 @@ class CharEDConfig(PreTrainedConfig):
     weights: list | None = None
     marginalization: str = "chared"
     combine: str = "mixture"
+    max_hypotheses: int | None = DEFAULT_MAX_HYPOTHESES
     # The byte vocabulary: 256 bytes + <s>, </s>, <pad>. Not meant to be changed.
     vocab_size: int = VOCAB_SIZE
     bos_token_id: int | None = BOS_ID
@@ -55,6 +60,11 @@ class CharEDConfig(PreTrainedConfig):
             raise ValueError(
                 f"marginalization: expected one of {MARGINALIZATIONS}, got {self.marginalization!r}"
             )
+        if self.max_hypotheses is not None and (
+                isinstance(self.max_hypotheses, bool) or not isinstance(self.max_hypotheses, int)
+                or self.max_hypotheses < 1):
+            raise ValueError("max_hypotheses: expected a positive integer or None, got "
+                             f"{self.max_hypotheses!r}")
         if self.combine not in COMBINE_RULES:
             raise ValueError(f"combine: expected one of {COMBINE_RULES}, got {self.combine!r}")
         super().__post_init__(**kwargs)

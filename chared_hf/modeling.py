@@ -40,7 +40,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .byte_view import EOT
 from .chat import member_chat_ids
-from .configuration import CharEDConfig, check_weights
+from .configuration import DEFAULT_MAX_HYPOTHESES, CharEDConfig, check_weights
+from .exact import ExactSequenceState
 from .loading import AUTO_MAP, HUB_OPTIONS, load_member, write_remote_code
 from .state import CACHE_KW, EnsembleCache, Member, SequenceState
 from .tokenization import (
@@ -135,6 +136,7 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         weights: list[float] | None = None,
         combine: str = "mixture",
         marginalization: str = "chared",
+        max_hypotheses: int | None = DEFAULT_MAX_HYPOTHESES,
     ) -> CharEDModel:
         """Wrap ``(model, tokenizer)`` pairs already in memory.
 
@@ -142,13 +144,16 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             members: ``[(model, tokenizer), ...]``; each tokenizer must be a fast tokenizer.
             weights: one weight per member (default equal); normalised when used.
             combine: ``"mixture"`` (the paper) or ``"product"``.
-            marginalization: ``"chared"`` (the paper's decoding).
+            marginalization: ``"chared"`` (the paper's decoding) or ``"exact"`` (every member
+                a byte-level LM over all its tokenizations).
+            max_hypotheses: with ``"exact"``, hypotheses kept per member (``None``: all).
         """
         if not isinstance(members, list | tuple) or not members:
             raise ValueError("members: expected a non-empty list of (model, tokenizer) pairs")
         if weights is not None:
             weights = check_weights(weights, len(members))
-        config = CharEDConfig(weights=weights, combine=combine, marginalization=marginalization)
+        config = CharEDConfig(weights=weights, combine=combine, marginalization=marginalization,
+                              max_hypotheses=max_hypotheses)
         return cls(config, members=list(members))
 
     @classmethod
@@ -274,7 +279,10 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         logits = _to_logits(rows, input_ids.shape[1] if state.decide == "marginal" else 1)
         return CausalLMOutputWithPast(logits=logits.to(self.device), **{CACHE_KW: state})
 
-    def _new_row(self, decide: str) -> SequenceState:
+    def _new_row(self, decide: str) -> SequenceState | ExactSequenceState:
+        if self.config.marginalization == "exact":
+            return ExactSequenceState(self.members, self.member_weights, self.config.combine,
+                                      self.config.max_hypotheses)
         return SequenceState(self.members, self.member_weights, self.config.combine, decide)
 
     def _start(self, state: EnsembleCache, ids, mask) -> list[list[np.ndarray | None]]:
@@ -294,7 +302,7 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             with_bos = body[0] == BOS_ID
             text = body[1:] if with_bos else body
             if with_bos and any(i in CHAT_IDS for i in text):
-                dists += self._start_chat(row, text)
+                dists += self._start_chat(row, text, state.decide == "marginal")
                 out.append(dists)
                 continue
             _check_text_ids(text)
@@ -310,10 +318,10 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             out.append(dists)
         return out
 
-    def _start_chat(self, row: SequenceState, ids: list[int]) -> list[np.ndarray | None]:
+    def _start_chat(self, row, ids: list[int], scoring: bool) -> list[np.ndarray | None]:
         """Chat markup: each member renders the messages with its own template. Teacher
         forcing scores the bytes after the last ``<|content|>`` given the messages before."""
-        cut = len(ids) - ids[::-1].index(CONTENT_ID) if row.decide == "marginal" else len(ids)
+        cut = len(ids) - ids[::-1].index(CONTENT_ID) if scoring else len(ids)
         head, tail = ids[:cut], ids[cut:]
         _check_text_ids(tail)
         messages, open_last = parse_chat(head)

@@ -1,0 +1,199 @@
+"""Exact byte-level marginals: each member as a true byte-level language model.
+
+What it does: for one member and the bytes so far ``x`` (its dummy prefix included), keeps
+*hypotheses*: token sequences ``τ`` whose bytes are a prefix of ``x``, with their probability
+``P(τ)`` and pending bytes ``r = x[len(bytes(τ)):]``. Every token sequence that spells a
+continuation of ``x`` is counted exactly once, at the first token that reaches past the end of
+``x`` (Vieira et al. 2025; DESIGN-NOTES §2b), so
+
+    P(x·b)   = Σ_h P(τ_h)·M_h(r_h·b)  +  Σ_{t: bytes(t) = r_h} P(τ_h·t)·M_{τ_h·t}(b)
+    P(x·EOS) = Σ_{t: bytes(t) = r_h} P(τ_h·t)·p(EOS | τ_h·t)   (+ hypotheses with r_h empty)
+
+where ``M(r)`` is the member's probability of the tokens that start with ``r``. The second sum
+needs the member's distribution after ``τ_h·t``: those *children* are the forward passes. The
+sum runs over **all** tokenizations (not only canonical ones): a byte-level LM must give every
+spelling of a text its mass, and the set needs no knowledge of the tokenizer's merge rules.
+Special tokens other than end of text are removed from the member's distribution (renormalised).
+
+Pruning (``max_hypotheses=K``): the children expanded at a byte are the K heaviest by
+``P(τ_h)·p(t | τ_h)`` (known before their forward), and after each byte the K heaviest
+hypotheses by ``P(τ)·M(r)`` are kept. ``None`` keeps everything (exact).
+
+What it does not do (yet): share KV-cache prefixes between hypotheses (each child copies its
+parent's cache), batch the children's forwards, or re-derive hypotheses when pruning has lost
+every path to an observed byte (the member is then left out, like a member that cannot follow).
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .byte_view import EOT, EPS, ByteView
+from .combine import combine
+from .state import CACHE_KW, Member
+
+
+@dataclass
+class Hypothesis:
+    """A token sequence whose bytes are a prefix of the text, and what is still pending."""
+
+    ids: list[int]
+    logp: float  # log P(ids) under the member (specials removed)
+    view: ByteView  # the member's next-token distribution after ``ids``
+    cache: object  # the member's KV cache after ``ids``
+    pending: bytes
+
+
+def _root_total(view: ByteView) -> float:
+    """Mass of text tokens and end of text: the member's renormalisation constant."""
+    if not hasattr(view, "_root_total"):
+        view._root_total = float(view.masses(b"").sum())
+    return view._root_total
+
+
+class ExactMember:
+    """One member on one sequence, as a byte-level LM over all its tokenizations."""
+
+    def __init__(self, member: Member, max_hypotheses: int | None):
+        self.member = member
+        self.k = max_hypotheses
+        self.hyps: list[Hypothesis] = []
+        self.children: list[Hypothesis] | None = None  # expanded children of `hyps`
+        self.forwards = 0
+
+    # -- forward passes --------------------------------------------------------------------
+    def _run(self, ids: list[int], cache) -> tuple[ByteView, object]:
+        model = self.member.model
+        inputs = torch.tensor([ids], dtype=torch.long, device=model.device)
+        with torch.no_grad():
+            cache = copy.deepcopy(cache) if cache is not None else None
+            out = model(input_ids=inputs, **{CACHE_KW: cache}, use_cache=True)
+        self.forwards += 1
+        cache = out[CACHE_KW] if CACHE_KW in out else out.past_key_values
+        return ByteView(self.member.table, out.logits[0, -1]), cache
+
+    def begin(self, prompt: bytes, with_bos: bool) -> None:
+        """Start from the member's start of text and read the prompt byte by byte (its own
+        tokenization is marginalised too)."""
+        tb = self.member.token_bytes
+        if not tb.start_ids:
+            raise ValueError(f"input_ids: member {self.member.name!r} has no BOS or end-of-text "
+                             "token to start a text from, which the exact mode needs")
+        view, cache = self._run(list(tb.start_ids), None)
+        self.hyps = [Hypothesis(list(tb.start_ids), 0.0, view, cache, b"")]
+        self.children = None
+        for byte in (tb.lead if with_bos else b"") + prompt:
+            self.advance(byte)
+
+    def begin_from_ids(self, ids: list[int]) -> None:
+        """Start after fixed prompt ids (a chat template's rendering): one hypothesis."""
+        view, cache = self._run(list(ids) or list(self.member.token_bytes.start_ids), None)
+        self.hyps = [Hypothesis(list(ids), 0.0, view, cache, b"")]
+        self.children = None
+
+    # -- per byte --------------------------------------------------------------------------
+    def _expand(self) -> list[Hypothesis]:
+        """Children ``τ_h·t`` for tokens ``t`` equal to a hypothesis' pending bytes."""
+        if self.children is not None:
+            return self.children
+        candidates = []
+        for h in self.hyps:
+            if not h.pending:
+                continue
+            ids, probs = h.view.ending_ids(h.pending)
+            total = _root_total(h.view)
+            for t, p in zip(ids.tolist(), probs.tolist(), strict=True):
+                if p > 0:
+                    candidates.append((h.logp + math.log(p / total), t, h))
+        if self.k is not None:
+            candidates = heapq.nlargest(self.k, candidates, key=lambda c: c[0])
+        self.children = []
+        for logp, t, h in candidates:
+            view, cache = self._run([t], h.cache)
+            self.children.append(Hypothesis(h.ids + [t], logp, view, cache, b""))
+        return self.children
+
+    def _weighted_masses(self) -> tuple[list[Hypothesis], list[np.ndarray]]:
+        """Every hypothesis and child with its outcome masses (bytes, end of text), each
+        scaled by its probability relative to the heaviest one."""
+        everyone = self.hyps + self._expand()
+        top = max(h.logp for h in everyone)
+        rows = []
+        for h in everyone:
+            m = h.view.masses(h.pending)[:EPS] / _root_total(h.view)
+            rows.append(m * math.exp(h.logp - top))
+        return everyone, rows
+
+    def distribution(self) -> np.ndarray | None:
+        """The member's distribution over the next byte and end of text (257 entries)."""
+        if not self.hyps:
+            return None
+        _, rows = self._weighted_masses()
+        total = np.sum(rows, axis=0)
+        z = total.sum()
+        return total / z if z > 0 else None
+
+    def advance(self, byte: int) -> None:
+        """Condition on the next byte: keep the hypotheses and children that can spell it."""
+        if not self.hyps:
+            return
+        everyone, _ = self._weighted_masses()
+        kept = []
+        for h in everyone:
+            pending = h.pending + bytes((byte,))
+            mass = float(h.view.masses(pending).sum()) / _root_total(h.view)
+            if mass > 0:
+                kept.append((h.logp + math.log(mass), Hypothesis(
+                    h.ids, h.logp, h.view, h.cache, pending)))
+        if self.k is not None:
+            kept = heapq.nlargest(self.k, kept, key=lambda c: c[0])
+        self.hyps = [h for _, h in kept]
+        self.children = None
+
+
+class ExactSequenceState:
+    """The ensemble of exact members for one sequence: members advance independently (each
+    commits at its own token ends) and their byte distributions are combined."""
+
+    decide = "exact"
+
+    def __init__(self, members: list[Member], weights: list[float], rule: str,
+                 max_hypotheses: int | None):
+        self.members = [ExactMember(m, max_hypotheses) for m in members]
+        self.weights = weights
+        self.rule = rule
+        self.finished = False
+
+    def _emit(self) -> np.ndarray:
+        joint = combine(self.rule, [m.distribution() for m in self.members], self.weights)
+        if joint is None:
+            raise RuntimeError("no member gives any probability to the text so far")
+        return joint / joint.sum()
+
+    def start(self, prompt: bytes, with_bos: bool) -> np.ndarray:
+        for m in self.members:
+            m.begin(prompt, with_bos)
+        return self._emit()
+
+    def start_from_ids(self, member_ids: list[list[int]]) -> np.ndarray:
+        for m, ids in zip(self.members, member_ids, strict=True):
+            m.begin_from_ids(ids)
+        return self._emit()
+
+    def step(self, byte: int) -> np.ndarray:
+        for m in self.members:
+            m.advance(byte)
+        return self._emit()
+
+    def recommit(self) -> None:
+        """Nothing to re-decide: exact members have no token-end decision."""
+        return None
+
+
+_ = EOT  # the end-of-text index is the last of the 257 entries returned

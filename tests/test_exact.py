@@ -1,0 +1,177 @@
+"""Exact byte-level marginals (``marginalization="exact"``) against brute force.
+
+With ``max_hypotheses=None`` the teacher-forced probability of every short string followed by
+end of text equals the member's probability summed over **every** token sequence that spells
+it (specials other than end of text removed), to 1e-6.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from conftest import asset_path, piece_tokenizer, tiny_model
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chared_hf import ByteTokenizer, CharEDConfig, CharEDModel
+from chared_hf.tokenization import EOS_ID
+
+
+def _spellings(pieces: dict[int, bytes], text: bytes):
+    if not text:
+        yield []
+        return
+    for i, p in pieces.items():
+        if text.startswith(p):
+            for rest in _spellings(pieces, text[len(p):]):
+                yield [i, *rest]
+
+
+def _brute_force(model, tok, text: bytes, start: list[int], eos: int) -> float:
+    """log Σ_τ P(τ)·p(EOS | τ) over token sequences τ spelling ``text``."""
+    vocab = tok.get_vocab()
+    pieces = {i: p.replace("▁", " ").encode() for p, i in vocab.items()
+              if p not in tok.all_special_tokens}
+    allowed = torch.full((len(tok),), -torch.inf, dtype=torch.float64)
+    allowed[list(pieces)] = 0
+    allowed[eos] = 0
+    total = 0.0
+    for seq in _spellings(pieces, text):
+        ids = start + seq
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0].double()
+        logp = torch.log_softmax(logits + allowed, -1)
+        lp = sum(float(logp[len(start) - 1 + k, t]) for k, t in enumerate(seq))
+        total += math.exp(lp + float(logp[-1, eos]))
+    return math.log(total)
+
+
+def _teacher_forced(ens: CharEDModel, text: bytes) -> float:
+    ids = torch.tensor([[256, *text, EOS_ID]])
+    logits = ens(input_ids=ids).logits[0].double()  # float32 rows: ~1e-7 each
+    return float(logits[:-1].gather(-1, ids[0, 1:, None]).sum())
+
+
+def _flat_model(n: int, seed: int):
+    """float64, so that cached and uncached forwards agree far below the tolerance."""
+    model = tiny_model(n, seed=seed, layers=2, bos=1, eos=2).double()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(0.15)
+    return model
+
+
+def test_exact_matches_brute_force_on_every_string_up_to_five_bytes():
+    tok = piece_tokenizer(["a", "b", "ab", "ba", "aa", "abb", "bab"])
+    model = _flat_model(len(tok), seed=3)
+    ens = CharEDModel.from_members([(model, tok)], marginalization="exact", max_hypotheses=None)
+    for n in range(1, 6):
+        for letters in itertools.product(b"ab", repeat=n):
+            text = bytes(letters)
+            want = _brute_force(model, tok, text, [1], 2)
+            assert _teacher_forced(ens, text) == pytest.approx(want, abs=1e-6), text
+
+
+@st.composite
+def vocabularies(draw):
+    alphabet = draw(st.sampled_from(["ab", "abc"]))
+    words = st.text(alphabet=alphabet, min_size=2, max_size=4)
+    extra = draw(st.lists(words, max_size=12 - len(alphabet), unique=True))
+    return alphabet, list(alphabet) + [w for w in extra if w not in alphabet]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(vocab=vocabularies(), seed=st.integers(0, 50), data=st.data())
+def test_exact_matches_brute_force_on_generated_vocabularies(vocab, seed, data):
+    alphabet, pieces = vocab
+    tok = piece_tokenizer(pieces)
+    model = _flat_model(len(tok), seed=seed)
+    ens = CharEDModel.from_members([(model, tok)], marginalization="exact", max_hypotheses=None)
+    for _ in range(3):
+        text = data.draw(st.text(alphabet=alphabet, min_size=1, max_size=5)).encode()
+        want = _brute_force(model, tok, text, [1], 2)
+        assert _teacher_forced(ens, text) == pytest.approx(want, abs=1e-6), text
+
+
+def test_exact_with_a_dummy_prefix_conditions_on_it():
+    """SentencePiece style: the member's stream is " " + text, conditioned on starting with
+    the space."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "▁": 3, "a": 4, "b": 5, "▁a": 6, "▁b": 7,
+             "ab": 8, "▁ab": 9}
+    backend = Tokenizer(models.BPE(vocab, [("▁", "a"), ("▁", "b"), ("a", "b"), ("▁a", "b")],
+                                   unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>",
+                                  eos_token="</s>")
+    model = _flat_model(len(tok), seed=6)
+    ens = CharEDModel.from_members([(model, tok)], marginalization="exact", max_hypotheses=None)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([[1]])).logits[0, -1].double()
+    probs = torch.softmax(logits[[3, 4, 5, 6, 7, 8, 9, 2]], -1)  # text tokens + EOS
+    lead = float(probs[[0, 3, 4, 6]].sum())  # tokens that start with a space
+    for text in (b"a", b"ab", b"ba", b"abab"):
+        want = _brute_force(model, tok, b" " + text, [1], 2) - math.log(lead)
+        assert _teacher_forced(ens, text) == pytest.approx(want, abs=1e-6), text
+
+
+def test_exact_is_never_below_the_canonical_tokenization(stories):
+    """Summing over more tokenizations only adds: exact >= the member's own canonical score."""
+    model, mtok = stories
+    text = "Once upon a time, there was a little girl named Lily."
+    ids = mtok(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = model(ids).logits[0].double()
+    special = [mtok.unk_token_id, mtok.bos_token_id]
+    logits[:, special] = -torch.inf
+    logp = torch.log_softmax(logits, -1)
+    canonical = sum(float(logp[i, ids[0, i + 1]]) for i in range(ids.shape[1] - 1))
+    enc = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
+    for k in (None, 8) if len(text) < 20 else (8, 2):
+        ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=k)
+        scored = float(ens(input_ids=enc).logits[0, :-1].gather(-1, enc[0, 1:, None]).sum())
+        assert scored >= canonical - 1e-6 * abs(canonical), (k, scored, canonical)
+
+
+def test_exact_unbounded_on_a_short_real_text(stories):
+    model, mtok = stories
+    ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=None)
+    bounded = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8)
+    enc = ByteTokenizer()("Once", return_tensors="pt")["input_ids"]
+
+    def score(m):
+        return float(m(input_ids=enc).logits[0, :-1].gather(-1, enc[0, 1:, None]).sum())
+
+    assert score(ens) >= score(bounded) - 1e-6
+
+
+def test_exact_generation_with_two_members(stories):
+    tok = piece_tokenizer(list("abcdefghijklmnopqrstuvwxyz ,.") + ["the", " a", "ing"])
+    ens = CharEDModel.from_members([stories, (tiny_model(len(tok), bos=1, eos=2), tok)],
+                                   weights=[0.8, 0.2], marginalization="exact")
+    enc = ByteTokenizer()("Once upon a time", return_tensors="pt")
+    out = ens.generate(**enc, max_new_tokens=24, return_dict_in_generate=True)
+    assert out.sequences.shape[1] == enc["input_ids"].shape[1] + 24
+    calls = out.cache.forward_calls()[0]
+    assert all(c > 0 for c in calls)
+    logits = ens(**enc).logits
+    sums = logits.exp().sum(-1)
+    assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "many", True])
+def test_max_hypotheses_is_validated(bad):
+    with pytest.raises(ValueError, match="max_hypotheses: expected a positive integer or None"):
+        CharEDConfig(marginalization="exact", max_hypotheses=bad)
+
+
+def test_exact_mode_round_trips_through_save(stories, tmp_path):
+    path = str(asset_path("models/stories260K"))
+    model = CharEDModel(CharEDConfig(members=[path], marginalization="exact", max_hypotheses=3))
+    model.save_pretrained(tmp_path)
+    again = CharEDModel.from_pretrained(tmp_path)
+    assert again.config.marginalization == "exact" and again.config.max_hypotheses == 3
