@@ -65,7 +65,6 @@ def main() -> None:
     parser.add_argument("--new-bytes", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     rows = run(args.members, args.new_bytes, args.repeats)
     columns = list(rows[0])
     print_table(rows, columns)
