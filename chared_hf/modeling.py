@@ -342,11 +342,6 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
     def _step_all(self, row: SequenceState, seq: list[int]) -> list[np.ndarray | None]:
         return [self._step(row, byte) for byte in seq]
 
-    # -- members ---------------------------------------------------------------------------
-    def forward_calls(self, cache: EnsembleCache) -> list[list[int]]:
-        """Member forward passes used so far in ``cache``, per row and member."""
-        return cache.forward_calls()
-
 
 class _Redecide(LogitsProcessor):
     """Runs the generation's processors; where they leave a row no byte (every score -inf,
