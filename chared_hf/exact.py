@@ -17,11 +17,15 @@ Special tokens other than end of text are removed from the member's distribution
 
 Pruning (``max_hypotheses=K``): the children expanded at a byte are the K heaviest by
 ``P(τ_h)·p(t | τ_h)`` (known before their forward), and after each byte the K heaviest
-hypotheses by ``P(τ)·M(r)`` are kept. ``None`` keeps everything (exact).
+hypotheses by ``P(τ)·M(r)`` are kept. ``None`` keeps everything (exact). One lineage is never
+pruned: from the last point where the heaviest hypothesis had just left a token boundary, it
+spells the text one byte per token (byte-level and byte-fallback vocabularies have a token for
+every byte); its child sits at a token boundary, so every byte the member can represent keeps
+some mass and observed text never gets probability zero through pruning.
 
 What it does not do (yet): share KV-cache prefixes between hypotheses (each child copies its
-parent's cache), batch the children's forwards, or re-derive hypotheses when pruning has lost
-every path to an observed byte (the member is then left out, like a member that cannot follow).
+parent's cache) or batch the children's forwards. A member none of whose hypotheses can spell
+an observed byte (a lossy tokenizer) is left out, like a member that cannot follow.
 """
 
 from __future__ import annotations
@@ -65,6 +69,11 @@ class ExactMember:
         self.k = max_hypotheses
         self.hyps: list[Hypothesis] = []
         self.children: list[Hypothesis] | None = None  # expanded children of `hyps`
+        # A lineage never pruned: it spells the text one byte per token, so its child is at a
+        # token boundary and gives every byte the member can represent some mass (observed
+        # text never gets probability zero because of pruning).
+        self.protected: Hypothesis | None = None
+        self.protected_child: Hypothesis | None = None
         self.forwards = 0
 
     # -- forward passes --------------------------------------------------------------------
@@ -87,7 +96,7 @@ class ExactMember:
                              "token to start a text from, which the exact mode needs")
         view, cache = self._run(list(tb.start_ids), None)
         self.hyps = [Hypothesis(list(tb.start_ids), 0.0, view, cache, b"")]
-        self.children = None
+        self.protected, self.children = self.hyps[0], None
         for byte in (tb.lead if with_bos else b"") + prompt:
             self.advance(byte)
 
@@ -95,7 +104,7 @@ class ExactMember:
         """Start after fixed prompt ids (a chat template's rendering): one hypothesis."""
         view, cache = self._run(list(ids) or list(self.member.token_bytes.start_ids), None)
         self.hyps = [Hypothesis(list(ids), 0.0, view, cache, b"")]
-        self.children = None
+        self.protected, self.children = self.hyps[0], None
 
     # -- per byte --------------------------------------------------------------------------
     def _expand(self) -> list[Hypothesis]:
@@ -111,13 +120,24 @@ class ExactMember:
             for t, p in zip(ids.tolist(), probs.tolist(), strict=True):
                 if p > 0:
                     candidates.append((h.logp + math.log(p / total), t, h))
+        guard = self._protected_candidate(candidates)
         if self.k is not None:
             candidates = heapq.nlargest(self.k, candidates, key=lambda c: c[0])
-        self.children = []
-        for logp, t, h in candidates:
+            if guard is not None and not any(c is guard for c in candidates):
+                candidates.append(guard)
+        self.children, self.protected_child = [], None
+        for candidate in candidates:
+            logp, t, h = candidate
             view, cache = self._run([t], h.cache)
             self.children.append(Hypothesis(h.ids + [t], logp, view, cache, b""))
+            if candidate is guard:
+                self.protected_child = self.children[-1]
         return self.children
+
+    def _protected_candidate(self, candidates: list) -> tuple | None:
+        """The protected lineage's child: its pending byte as one token (the likeliest id)."""
+        mine = [c for c in candidates if c[2] is self.protected]
+        return max(mine, key=lambda c: c[0]) if mine else None
 
     def _weighted_masses(self) -> tuple[list[Hypothesis], list[np.ndarray]]:
         """Every hypothesis and child with its outcome masses (bytes, end of text), each
@@ -144,16 +164,30 @@ class ExactMember:
         if not self.hyps:
             return
         everyone, _ = self._weighted_masses()
-        kept = []
+        base = self.protected if self.protected and not self.protected.pending else (
+            self.protected_child)
+        kept, guard = [], None
         for h in everyone:
             pending = h.pending + bytes((byte,))
             mass = float(h.view.masses(pending).sum()) / _root_total(h.view)
             if mass > 0:
                 kept.append((h.logp + math.log(mass), Hypothesis(
                     h.ids, h.logp, h.view, h.cache, pending)))
+                if h is base:
+                    guard = kept[-1]
         if self.k is not None:
-            kept = heapq.nlargest(self.k, kept, key=lambda c: c[0])
+            kept = sorted(kept, key=lambda c: c[0], reverse=True)[: self.k]
+            if guard is not None and not any(c is guard for c in kept):
+                kept.append(guard)
         self.hyps = [h for _, h in kept]
+        self.protected = guard[1] if guard is not None else (self.hyps[0] if self.hyps else None)
+        # Re-anchor the protected lineage on the heaviest hypothesis whenever that one has just
+        # left a token boundary (one pending byte that is itself a token): the fallback then
+        # stays close to the likeliest path instead of drifting to negligible probability.
+        best = max(kept, key=lambda c: c[0])[1] if kept else None
+        if best is not None and len(best.pending) == 1 and float(
+                best.view.ending_ids(best.pending)[1].sum()) > 0:
+            self.protected = best
         self.children = None
 
 

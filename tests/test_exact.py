@@ -175,3 +175,42 @@ def test_exact_mode_round_trips_through_save(stories, tmp_path):
     model.save_pretrained(tmp_path)
     again = CharEDModel.from_pretrained(tmp_path)
     assert again.config.marginalization == "exact" and again.config.max_hypotheses == 3
+
+
+ADVERSARIAL = ["   leading spaces and  runs   ", "emoji 😀👍🏽🇫🇷 end", "mixed Ελληνικά 中文 text",
+               "<0x0A> looks like </s> and <s>", "\t\t\n\n  \n", "x"]
+
+
+def _corpus_excerpt() -> str:
+    import json
+
+    line = asset_path("corpora/gsm8k-test.jsonl").read_text().splitlines()[0]
+    return json.loads(line)["question"][:120]
+
+
+BOUNDS = (1, 8)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama2", "phi3", "qwen2"])
+def test_observed_text_is_never_impossible_under_any_bound(family):
+    """Pruning never gives observed text probability zero: the byte-per-token lineage is
+    kept (real tokenizers with byte-level BPE or byte fallback, tiny random models)."""
+    from conftest import load_tokenizer
+
+    tok = load_tokenizer(family)
+    model = tiny_model(len(tok), seed=4, bos=tok.bos_token_id, eos=tok.eos_token_id)
+    for k in BOUNDS:
+        ens = CharEDModel.from_members([(model, tok)], marginalization="exact", max_hypotheses=k)
+        for text in [_corpus_excerpt(), *ADVERSARIAL]:
+            ids = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
+            logits = ens(input_ids=ids).logits[0, :-1]
+            score = float(logits.gather(-1, ids[0, 1:, None]).sum())
+            assert math.isfinite(score), (family, k, text)
+
+
+def test_real_model_scores_corpus_text_finitely_at_the_smallest_bound(stories):
+    ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=1)
+    for text in [_corpus_excerpt(), *ADVERSARIAL]:
+        ids = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
+        score = float(ens(input_ids=ids).logits[0, :-1].gather(-1, ids[0, 1:, None]).sum())
+        assert math.isfinite(score), text
