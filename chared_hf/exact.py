@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .byte_view import EOT, EPS, ByteView
+from .byte_view import EPS, ByteView
 from .combine import combine
 from .state import CACHE_KW, Member
 
@@ -228,6 +228,3 @@ class ExactSequenceState:
     def recommit(self) -> None:
         """Nothing to re-decide: exact members have no token-end decision."""
         return None
-
-
-_ = EOT  # the end-of-text index is the last of the 257 entries returned

@@ -12,7 +12,7 @@ What it does:
     except that a member none of whose tokens continues its pending bytes with the chosen byte
     commits them alone first (so it keeps following instead of dropping out).
   * ``EnsembleCache``: the object ``generate`` passes around as its cache: one ``SequenceState``
-    per row, ``get_seq_length`` for Transformers' input slicing.
+    (or ``exact.ExactSequenceState``) per row, ``get_seq_length`` for Transformers' slicing.
 
 How ε is resolved (``decide``):
   * ``"greedy"``: commit when ε is the argmax of the combined distribution (ties go to ε);
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .byte_view import EOT, EPS, ByteTable, ByteView
+from .byte_view import EPS, ByteTable, ByteView
 from .combine import combine
 from .token_bytes import TokenBytes, _split_utf8
 
@@ -311,4 +311,3 @@ def _cache_kw() -> str:
 
 
 CACHE_KW = _cache_kw()
-_ = EOT  # re-exported index, used by callers that read end-of-text mass
