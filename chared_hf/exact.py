@@ -40,7 +40,7 @@ import torch
 
 from .byte_view import EPS, ByteView
 from .combine import combine
-from .state import CACHE_KW, Member
+from .state import CACHE_KW, Member, SequenceState
 
 
 @dataclass
@@ -191,14 +191,15 @@ class ExactMember:
         self.children = None
 
 
-class ExactSequenceState:
+class ExactSequenceState(SequenceState):
     """The ensemble of exact members for one sequence: members advance independently (each
-    commits at its own token ends) and their byte distributions are combined."""
+    commits at its own token ends) and their byte distributions are combined. ``start`` and
+    ``start_from_ids`` are the paper mode's; there is no ε to resolve."""
 
     decide = "exact"
 
     def __init__(self, members: list[Member], weights: list[float], rule: str,
-                 max_hypotheses: int | None):
+                 max_hypotheses: int | None):  # members of another kind: no super().__init__
         self.members = [ExactMember(m, max_hypotheses) for m in members]
         self.weights = weights
         self.rule = rule
@@ -209,16 +210,6 @@ class ExactSequenceState:
         if joint is None:
             raise RuntimeError("no member gives any probability to the text so far")
         return joint / joint.sum()
-
-    def start(self, prompt: bytes, with_bos: bool) -> np.ndarray:
-        for m in self.members:
-            m.begin(prompt, with_bos)
-        return self._emit()
-
-    def start_from_ids(self, member_ids: list[list[int]]) -> np.ndarray:
-        for m, ids in zip(self.members, member_ids, strict=True):
-            m.begin_from_ids(ids)
-        return self._emit()
 
     def step(self, byte: int) -> np.ndarray:
         for m in self.members:
