@@ -101,6 +101,17 @@ def stories():
     return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
 
+def spellings(pieces: dict[int, bytes], text: bytes):
+    """Every sequence of ids whose bytes (``pieces``) concatenate to ``text`` (brute force)."""
+    if not text:
+        yield []
+        return
+    for i, p in pieces.items():
+        if text.startswith(p):
+            for rest in spellings(pieces, text[len(p):]):
+                yield [i, *rest]
+
+
 def piece_tokenizer(pieces: list[str], specials: tuple[str, ...] = ("<unk>", "<s>", "</s>")):
     """A fast tokenizer whose text tokens are exactly ``pieces`` (ids after the specials).
 

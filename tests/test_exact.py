@@ -12,22 +12,12 @@ import math
 
 import pytest
 import torch
-from conftest import asset_path, piece_tokenizer, tiny_model
+from conftest import asset_path, piece_tokenizer, spellings, tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chared_hf import ByteTokenizer, CharEDConfig, CharEDModel
 from chared_hf.tokenization import EOS_ID
-
-
-def _spellings(pieces: dict[int, bytes], text: bytes):
-    if not text:
-        yield []
-        return
-    for i, p in pieces.items():
-        if text.startswith(p):
-            for rest in _spellings(pieces, text[len(p):]):
-                yield [i, *rest]
 
 
 def _brute_force(model, tok, text: bytes, start: list[int], eos: int) -> float:
@@ -39,7 +29,7 @@ def _brute_force(model, tok, text: bytes, start: list[int], eos: int) -> float:
     allowed[list(pieces)] = 0
     allowed[eos] = 0
     total = 0.0
-    for seq in _spellings(pieces, text):
+    for seq in spellings(pieces, text):
         ids = start + seq
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([ids])).logits[0].double()

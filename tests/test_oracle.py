@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import piece_tokenizer, tiny_model
+from conftest import piece_tokenizer, spellings, tiny_model
 
 import chared_hf.state as state_mod
 from chared_hf.byte_view import EOT, EPS
@@ -59,17 +59,6 @@ def member():
     return Member.build(model, tok)
 
 
-def _token_sequences(pieces: dict[int, bytes], text: bytes):
-    """Every sequence of ids whose bytes concatenate to ``text``."""
-    if not text:
-        yield []
-        return
-    for i, p in pieces.items():
-        if text.startswith(p):
-            for rest in _token_sequences(pieces, text[len(p):]):
-                yield [i, *rest]
-
-
 def _member_probability(member: Member, prompt_ids: list[int], text: bytes) -> float:
     """The member's own probability of ``text`` then end of text, over all tokenizations,
     with non-text special tokens masked out (as the byte view does)."""
@@ -79,7 +68,7 @@ def _member_probability(member: Member, prompt_ids: list[int], text: bytes) -> f
     allowed[list(pieces)] = True
     allowed[tb.eos_ids] = True
     total = 0.0
-    for seq in _token_sequences(pieces, text):
+    for seq in spellings(pieces, text):
         ids = prompt_ids + seq
         with torch.no_grad():
             logits = member.model(input_ids=torch.tensor([ids])).logits[0].double()
