@@ -23,35 +23,135 @@ spells the text one byte per token (byte-level and byte-fallback vocabularies ha
 every byte); its child sits at a token boundary, so every byte the member can represent keeps
 some mass and observed text never gets probability zero through pruning.
 
-What it does not do (yet): share KV-cache prefixes between hypotheses (each child copies its
-parent's cache) or batch the children's forwards. A member none of whose hypotheses can spell
-an observed byte (a lossy tokenizer) is left out, like a member that cannot follow.
+Forward passes (``TokenTree``): all token sequences of one member on one sequence live in one
+KV cache, each token once, so hypotheses share every prefix they have in common (memory grows
+with distinct prefixes, not hypotheses × context). The children needed at one byte run as one
+forward call: their tokens are the queries, each attending only to its own prefix (a tree
+attention mask) at its own position. Slots no hypothesis uses any more are dropped now and then.
+
+What it does not do: cut a context longer than the member's window (the paper mode does), or
+run members with attention kernels that take no custom mask (flash attention). A member none
+of whose hypotheses can spell an observed byte (a lossy tokenizer) is left out, like a member
+that cannot follow.
 """
 
 from __future__ import annotations
 
-import copy
 import heapq
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
-from .byte_view import EPS, ByteView
+from .byte_view import EPS, ByteTable, ByteView
 from .combine import combine
 from .state import CACHE_KW, Member, SequenceState
+
+
+@dataclass(eq=False)
+class Node:
+    """A token sequence in a ``TokenTree``: where its tokens' keys and values sit, and the
+    member's next-token distribution after it."""
+
+    path: torch.Tensor  # the tree's cache slots of the sequence's tokens, in order (long, CPU)
+    view: ByteView
 
 
 @dataclass
 class Hypothesis:
     """A token sequence whose bytes are a prefix of the text, and what is still pending."""
 
-    ids: list[int]
-    logp: float  # log P(ids) under the member (specials removed)
-    view: ByteView  # the member's next-token distribution after ``ids``
-    cache: object  # the member's KV cache after ``ids``
+    node: Node
+    logp: float  # log P(tokens) under the member (specials removed)
     pending: bytes
+
+    @property
+    def view(self) -> ByteView:
+        return self.node.view
+
+
+class TokenTree:
+    """Every token sequence of one member on one sequence, in one KV cache.
+
+    Each cached token is a *slot*; a ``Node`` lists the slots of its tokens. ``extend`` runs
+    new tokens, each after its own parent node, as one forward call: the queries' attention
+    mask lets each see its parent's slots and itself, and its position is its parent's length.
+    Keys are cached after position encoding, so the slots' order in the cache is irrelevant.
+    """
+
+    def __init__(self, model: torch.nn.Module, table: ByteTable):
+        self.model, self.table = model, table
+        self.cache = DynamicCache()
+        self.tokens = torch.zeros(0, dtype=torch.long)  # the token id in each slot
+        self.forwards = 0
+
+    @property
+    def size(self) -> int:
+        """Slots in the cache."""
+        return len(self.tokens)
+
+    def ids(self, node: Node) -> list[int]:
+        """The token ids of ``node``'s sequence."""
+        return self.tokens[node.path].tolist()
+
+    def root(self, ids: list[int]) -> Node:
+        """Run ``ids`` as the start of the text (an ordinary causal forward)."""
+        inputs = torch.tensor([ids], dtype=torch.long, device=self.model.device)
+        with torch.no_grad():
+            out = self.model(input_ids=inputs, **{CACHE_KW: self.cache}, use_cache=True)
+        self._took(out, ids)
+        return Node(torch.arange(len(ids)), ByteView(self.table, out.logits[0, -1]))
+
+    def extend(self, parents: list[Node], tokens: list[int]) -> list[Node]:
+        """Nodes ``parent·token`` for each pair, from one forward call."""
+        n, b = self.size, len(tokens)
+        device, dtype = self.model.device, self.model.dtype
+        # Step 1: each query sees its parent's slots and its own new slot, nothing else.
+        lengths = torch.tensor([len(p.path) for p in parents])
+        rows = torch.repeat_interleave(torch.arange(b), lengths)
+        cols = torch.cat([p.path for p in parents])
+        visible = torch.zeros(b, n + b, dtype=torch.bool)
+        visible[rows, cols] = True
+        visible[torch.arange(b), n + torch.arange(b)] = True
+        mask = torch.zeros(b, n + b, dtype=dtype).masked_fill_(~visible, torch.finfo(dtype).min)
+        # Step 2: run the tokens at their own positions; the cache gains slots n .. n+b-1.
+        with torch.no_grad():
+            out = self.model(input_ids=torch.tensor([tokens], device=device),
+                             attention_mask=mask[None, None].to(device),
+                             position_ids=lengths[None].to(device),
+                             **{CACHE_KW: self.cache}, use_cache=True)
+        self._took(out, tokens)
+        views = ByteView.rows(self.table, out.logits[0])
+        return [Node(torch.cat([p.path, torch.tensor([n + i])]), v)
+                for i, (p, v) in enumerate(zip(parents, views, strict=True))]
+
+    def _took(self, out, tokens: list[int]) -> None:
+        self.cache = out[CACHE_KW] if CACHE_KW in out else out.past_key_values
+        self.tokens = torch.cat([self.tokens, torch.tensor(tokens, dtype=torch.long)])
+        self.forwards += 1
+
+    def collect(self, live: list[Node], slack: int | None = 64) -> None:
+        """Drop the slots no live node uses, once there are more than ``slack`` of them and
+        more than used ones (so the copy it costs is amortised); ``slack=None``: now."""
+        nodes = list({id(node): node for node in live}.values())
+        used = torch.zeros(self.size, dtype=torch.bool)
+        for node in nodes:
+            used[node.path] = True
+        kept = int(used.sum())
+        if slack is not None and self.size - kept <= max(slack, kept) or kept == self.size:
+            return
+        keep = used.nonzero().squeeze(1)
+        remap = torch.full((self.size,), -1, dtype=torch.long)
+        remap[keep] = torch.arange(kept)
+        index = keep.to(self.model.device)
+        self.cache = DynamicCache(ddp_cache_data=[
+            (layer.keys.index_select(-2, index), layer.values.index_select(-2, index))
+            for layer in self.cache.layers])
+        for node in nodes:
+            node.path = remap[node.path]
+        self.tokens = self.tokens[keep]
 
 
 def _root_total(view: ByteView) -> float:
@@ -74,18 +174,12 @@ class ExactMember:
         # text never gets probability zero because of pruning).
         self.protected: Hypothesis | None = None
         self.protected_child: Hypothesis | None = None
-        self.forwards = 0
+        self.tree: TokenTree | None = None
 
-    # -- forward passes --------------------------------------------------------------------
-    def _run(self, ids: list[int], cache) -> tuple[ByteView, object]:
-        model = self.member.model
-        inputs = torch.tensor([ids], dtype=torch.long, device=model.device)
-        with torch.no_grad():
-            cache = copy.deepcopy(cache) if cache is not None else None
-            out = model(input_ids=inputs, **{CACHE_KW: cache}, use_cache=True)
-        self.forwards += 1
-        cache = out[CACHE_KW] if CACHE_KW in out else out.past_key_values
-        return ByteView(self.member.table, out.logits[0, -1]), cache
+    @property
+    def forwards(self) -> int:
+        """Forward calls so far (one per byte at most, however many children it runs)."""
+        return self.tree.forwards if self.tree is not None else 0
 
     def begin(self, prompt: bytes, with_bos: bool) -> None:
         """Start from the member's start of text and read the prompt byte by byte (its own
@@ -94,21 +188,23 @@ class ExactMember:
         if not tb.start_ids:
             raise ValueError(f"input_ids: member {self.member.name!r} has no BOS or end-of-text "
                              "token to start a text from, which the exact mode needs")
-        view, cache = self._run(list(tb.start_ids), None)
-        self.hyps = [Hypothesis(list(tb.start_ids), 0.0, view, cache, b"")]
-        self.protected, self.children = self.hyps[0], None
+        self._root(list(tb.start_ids))
         for byte in (tb.lead if with_bos else b"") + prompt:
             self.advance(byte)
 
     def begin_from_ids(self, ids: list[int]) -> None:
         """Start after fixed prompt ids (a chat template's rendering): one hypothesis."""
-        view, cache = self._run(list(ids) or list(self.member.token_bytes.start_ids), None)
-        self.hyps = [Hypothesis(list(ids), 0.0, view, cache, b"")]
+        self._root(list(ids) or list(self.member.token_bytes.start_ids))
+
+    def _root(self, ids: list[int]) -> None:
+        self.tree = TokenTree(self.member.model, self.member.table)
+        self.hyps = [Hypothesis(self.tree.root(ids), 0.0, b"")]
         self.protected, self.children = self.hyps[0], None
 
     # -- per byte --------------------------------------------------------------------------
     def _expand(self) -> list[Hypothesis]:
-        """Children ``τ_h·t`` for tokens ``t`` equal to a hypothesis' pending bytes."""
+        """Children ``τ_h·t`` for tokens ``t`` equal to a hypothesis' pending bytes, all run
+        in one forward call."""
         if self.children is not None:
             return self.children
         candidates = []
@@ -126,10 +222,11 @@ class ExactMember:
             if guard is not None and not any(c is guard for c in candidates):
                 candidates.append(guard)
         self.children, self.protected_child = [], None
-        for candidate in candidates:
-            logp, t, h = candidate
-            view, cache = self._run([t], h.cache)
-            self.children.append(Hypothesis(h.ids + [t], logp, view, cache, b""))
+        if not candidates:
+            return self.children
+        nodes = self.tree.extend([h.node for _, _, h in candidates], [t for _, t, _ in candidates])
+        for candidate, node in zip(candidates, nodes, strict=True):
+            self.children.append(Hypothesis(node, candidate[0], b""))
             if candidate is guard:
                 self.protected_child = self.children[-1]
         return self.children
@@ -171,8 +268,7 @@ class ExactMember:
             pending = h.pending + bytes((byte,))
             mass = float(h.view.masses(pending).sum()) / _root_total(h.view)
             if mass > 0:
-                kept.append((h.logp + math.log(mass), Hypothesis(
-                    h.ids, h.logp, h.view, h.cache, pending)))
+                kept.append((h.logp + math.log(mass), Hypothesis(h.node, h.logp, pending)))
                 if h is base:
                     guard = kept[-1]
         if self.k is not None:
@@ -189,6 +285,7 @@ class ExactMember:
                 best.view.ending_ids(best.pending)[1].sum()) > 0:
             self.protected = best
         self.children = None
+        self.tree.collect([h.node for h in self.hyps])
 
 
 class ExactSequenceState(SequenceState):

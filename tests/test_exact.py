@@ -85,6 +85,54 @@ def test_exact_matches_brute_force_on_generated_vocabularies(vocab, seed, data):
         assert _teacher_forced(ens, text) == pytest.approx(want, abs=1e-6), text
 
 
+def _plain_probs(model, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].double(), -1)
+
+
+def test_token_tree_forwards_match_plain_forwards_before_and_after_collecting():
+    """Tree attention: each node's distribution is the model's on its own token sequence,
+    whichever other sequences share the cache, and after unused slots are dropped."""
+    from chared_hf.exact import TokenTree
+    from chared_hf.state import Member
+
+    tok = piece_tokenizer(["a", "b", "ab", "ba", "aa"])
+    model = _flat_model(len(tok), seed=5)
+    tree = TokenTree(model, Member.build(model, tok).table)
+    root = tree.root([1, 3])
+    a, b = tree.extend([root, root], [4, 5])
+    c, d, e = tree.extend([a, b, a], [3, 3, 6])
+    assert tree.forwards == 3 and tree.size == 2 + 2 + 3
+    assert tree.ids(d) == [1, 3, 5, 3] and tree.ids(e) == [1, 3, 4, 6]
+    for node in (root, a, b, c, d, e):
+        assert torch.allclose(node.view.probs, _plain_probs(model, tree.ids(node)), atol=1e-12)
+    tree.collect([d, e], slack=None)  # only c's slot is no longer needed
+    assert tree.size == 6 and tree.ids(d) == [1, 3, 5, 3] and tree.ids(e) == [1, 3, 4, 6]
+    f, g = tree.extend([d, e], [4, 4])
+    for node in (f, g):
+        assert torch.allclose(node.view.probs, _plain_probs(model, tree.ids(node)), atol=1e-12)
+
+
+def test_exact_scoring_shares_prefixes_and_runs_one_call_per_byte(stories):
+    """Hypotheses share their common prefixes (cache slots grow with distinct prefixes, not
+    hypotheses x context), and each byte costs each member at most one forward call."""
+    text = ("Once upon a time, there was a little girl named Lily. She loved to play outside "
+            "in the park with her friends. One day, she saw a big red ball under a tree.")
+    enc = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
+    ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8)
+    out = ens(input_ids=enc)
+    (member,) = out.cache.rows[0].members
+    assert member.forwards <= 1 + len(b" " + text.encode())  # start, then dummy prefix + text
+    tree = member.tree
+    paths = [h.node.path for h in member.hyps]
+    used = len(set(torch.cat(paths).tolist()))
+    sequences = [tree.ids(h.node) for h in member.hyps]
+    prefixes = {tuple(ids[:i]) for ids in sequences for i in range(1, len(ids) + 1)}
+    assert used == len(prefixes)  # every distinct prefix cached once, none twice
+    assert used < sum(len(p) for p in paths)  # ... and hypotheses do share prefixes
+    assert tree.size <= 2 * used + 64 + 9  # unused slots are dropped before they pile up
+
+
 def test_exact_with_a_dummy_prefix_conditions_on_it():
     """SentencePiece style: the member's stream is " " + text, conditioned on starting with
     the space."""
