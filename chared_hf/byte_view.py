@@ -85,28 +85,11 @@ class ByteView:
     def __init__(self, table: ByteTable, logits: torch.Tensor):
         self.table = table
         probs = torch.softmax(logits.detach().to(torch.float64), dim=-1).cpu()
-        self._fill(probs, probs[table.sorted_ids].numpy())
-
-    @classmethod
-    def rows(cls, table: ByteTable, logits: torch.Tensor) -> list[ByteView]:
-        """One view per row of ``logits`` (shape ``[n, vocab]``), built in batched operations."""
-        probs = torch.softmax(logits.detach().to(torch.float64), dim=-1).cpu()
-        ordered = probs[:, table.sorted_ids].numpy()
-        views = []
-        for row, sorted_row in zip(probs, ordered, strict=True):
-            view = cls.__new__(cls)
-            view.table = table
-            view._fill(row, sorted_row)
-            views.append(view)
-        return views
-
-    def _fill(self, probs: torch.Tensor, sorted_probs: np.ndarray) -> None:
         # One cumulative sum per forward pass, over the text tokens in sorted order.
-        self.sorted_probs = sorted_probs
-        self.cumsum = np.concatenate([[0.0], np.cumsum(sorted_probs)])
+        self.sorted_probs = probs[table.sorted_ids].numpy()
+        self.cumsum = np.concatenate([[0.0], np.cumsum(self.sorted_probs)])
         self.probs = probs
-        eos_ids = self.table.eos_ids
-        self.eos = float(probs[eos_ids].sum()) if len(eos_ids) else 0.0
+        self.eos = float(probs[table.eos_ids].sum()) if len(table.eos_ids) else 0.0
 
     def masses(self, prefix: bytes, bounds: np.ndarray | None = None) -> np.ndarray:
         """Unnormalised masses of the 258 outcomes given pending bytes ``prefix``."""

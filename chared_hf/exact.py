@@ -42,21 +42,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from transformers import DynamicCache
 
-from .byte_view import EPS, ByteTable, ByteView
+from .byte_view import EPS, ByteView
 from .combine import combine
-from .state import CACHE_KW, Member, SequenceState
-
-
-@dataclass(eq=False)
-class Node:
-    """A token sequence in a ``TokenTree``: where its tokens' keys and values sit, and the
-    member's next-token distribution after it."""
-
-    path: torch.Tensor  # the tree's cache slots of the sequence's tokens, in order (long, CPU)
-    view: ByteView
+from .state import Member, SequenceState
+from .token_tree import Node, TokenTree
 
 
 @dataclass
@@ -70,88 +60,6 @@ class Hypothesis:
     @property
     def view(self) -> ByteView:
         return self.node.view
-
-
-class TokenTree:
-    """Every token sequence of one member on one sequence, in one KV cache.
-
-    Each cached token is a *slot*; a ``Node`` lists the slots of its tokens. ``extend`` runs
-    new tokens, each after its own parent node, as one forward call: the queries' attention
-    mask lets each see its parent's slots and itself, and its position is its parent's length.
-    Keys are cached after position encoding, so the slots' order in the cache is irrelevant.
-    """
-
-    def __init__(self, model: torch.nn.Module, table: ByteTable):
-        self.model, self.table = model, table
-        self.cache = DynamicCache()
-        self.tokens = torch.zeros(0, dtype=torch.long)  # the token id in each slot
-        self.forwards = 0
-
-    @property
-    def size(self) -> int:
-        """Slots in the cache."""
-        return len(self.tokens)
-
-    def ids(self, node: Node) -> list[int]:
-        """The token ids of ``node``'s sequence."""
-        return self.tokens[node.path].tolist()
-
-    def root(self, ids: list[int]) -> Node:
-        """Run ``ids`` as the start of the text (an ordinary causal forward)."""
-        inputs = torch.tensor([ids], dtype=torch.long, device=self.model.device)
-        with torch.no_grad():
-            out = self.model(input_ids=inputs, **{CACHE_KW: self.cache}, use_cache=True)
-        self._took(out, ids)
-        return Node(torch.arange(len(ids)), ByteView(self.table, out.logits[0, -1]))
-
-    def extend(self, parents: list[Node], tokens: list[int]) -> list[Node]:
-        """Nodes ``parent·token`` for each pair, from one forward call."""
-        n, b = self.size, len(tokens)
-        device, dtype = self.model.device, self.model.dtype
-        # Step 1: each query sees its parent's slots and its own new slot, nothing else.
-        lengths = torch.tensor([len(p.path) for p in parents])
-        rows = torch.repeat_interleave(torch.arange(b), lengths)
-        cols = torch.cat([p.path for p in parents])
-        visible = torch.zeros(b, n + b, dtype=torch.bool)
-        visible[rows, cols] = True
-        visible[torch.arange(b), n + torch.arange(b)] = True
-        mask = torch.zeros(b, n + b, dtype=dtype).masked_fill_(~visible, torch.finfo(dtype).min)
-        # Step 2: run the tokens at their own positions; the cache gains slots n .. n+b-1.
-        with torch.no_grad():
-            out = self.model(input_ids=torch.tensor([tokens], device=device),
-                             attention_mask=mask[None, None].to(device),
-                             position_ids=lengths[None].to(device),
-                             **{CACHE_KW: self.cache}, use_cache=True)
-        self._took(out, tokens)
-        views = ByteView.rows(self.table, out.logits[0])
-        return [Node(torch.cat([p.path, torch.tensor([n + i])]), v)
-                for i, (p, v) in enumerate(zip(parents, views, strict=True))]
-
-    def _took(self, out, tokens: list[int]) -> None:
-        self.cache = out[CACHE_KW] if CACHE_KW in out else out.past_key_values
-        self.tokens = torch.cat([self.tokens, torch.tensor(tokens, dtype=torch.long)])
-        self.forwards += 1
-
-    def collect(self, live: list[Node], slack: int | None = 64) -> None:
-        """Drop the slots no live node uses, once there are more than ``slack`` of them and
-        more than used ones (so the copy it costs is amortised); ``slack=None``: now."""
-        nodes = list({id(node): node for node in live}.values())
-        used = torch.zeros(self.size, dtype=torch.bool)
-        for node in nodes:
-            used[node.path] = True
-        kept = int(used.sum())
-        if slack is not None and self.size - kept <= max(slack, kept) or kept == self.size:
-            return
-        keep = used.nonzero().squeeze(1)
-        remap = torch.full((self.size,), -1, dtype=torch.long)
-        remap[keep] = torch.arange(kept)
-        index = keep.to(self.model.device)
-        self.cache = DynamicCache(ddp_cache_data=[
-            (layer.keys.index_select(-2, index), layer.values.index_select(-2, index))
-            for layer in self.cache.layers])
-        for node in nodes:
-            node.path = remap[node.path]
-        self.tokens = self.tokens[keep]
 
 
 def _root_total(view: ByteView) -> float:
@@ -198,7 +106,7 @@ class ExactMember:
 
     def _root(self, ids: list[int]) -> None:
         self.tree = TokenTree(self.member.model, self.member.table)
-        self.hyps = [Hypothesis(self.tree.root(ids), 0.0, b"")]
+        self.hyps = [Hypothesis(self.tree.chain(None, ids), 0.0, b"")]
         self.protected, self.children = self.hyps[0], None
 
     # -- per byte --------------------------------------------------------------------------
@@ -224,7 +132,7 @@ class ExactMember:
         self.children, self.protected_child = [], None
         if not candidates:
             return self.children
-        nodes = self.tree.extend([h.node for _, _, h in candidates], [t for _, t, _ in candidates])
+        nodes = self.tree.run([(h.node, t) for _, t, h in candidates])
         for candidate, node in zip(candidates, nodes, strict=True):
             self.children.append(Hypothesis(node, candidate[0], b""))
             if candidate is guard:
@@ -285,7 +193,7 @@ class ExactMember:
                 best.view.ending_ids(best.pending)[1].sum()) > 0:
             self.protected = best
         self.children = None
-        self.tree.collect([h.node for h in self.hyps])
+        self.tree.maybe_collect(lambda: [h.node for h in self.hyps])
 
 
 class ExactSequenceState(SequenceState):
@@ -301,6 +209,11 @@ class ExactSequenceState(SequenceState):
         self.weights = weights
         self.rule = rule
         self.finished = False
+
+    def read_ahead(self, text: bytes) -> None:
+        """The exact mode does not run ahead along the text (its hypotheses are pruned by the
+        probabilities they get, so the calls it needs are not known in advance)."""
+        return None
 
     def _emit(self) -> np.ndarray:
         joint = combine(self.rule, [m.distribution() for m in self.members], self.weights)

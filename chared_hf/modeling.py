@@ -274,6 +274,9 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         if state.rows is None:
             rows = self._start(state, ids, mask)
         else:
+            if state.decide == "marginal":
+                for row, seq in zip(state.rows, ids, strict=True):
+                    row.read_ahead(_leading_text(seq))
             rows = [self._step_all(row, seq) for row, seq in zip(state.rows, ids, strict=True)]
         state.seen += input_ids.shape[1]
         logits = _to_logits(rows, input_ids.shape[1] if state.decide == "marginal" else 1)
@@ -309,6 +312,7 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             if state.decide == "marginal":
                 # Teacher forcing: start from the first id, step through every later byte.
                 head = [] if with_bos else text[:1]
+                row.read_ahead(_leading_text(text[len(head):]))
                 dists.append(row.start(bytes(head), with_bos))
                 dists += self._step_all(row, text[len(head):])
             else:
@@ -326,6 +330,8 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         _check_text_ids(tail)
         messages, open_last = parse_chat(head)
         prompts = [member_chat_ids(m, messages, open_last) for m in self.members]
+        if scoring:
+            row.read_ahead(_leading_text(tail))
         dists: list[np.ndarray | None] = [None] * len(head)  # <s> and the markup: no rows
         dists.append(row.start_from_ids(prompts))
         return dists + self._step_all(row, tail)
@@ -380,6 +386,12 @@ def _check_text_ids(ids: list[int]) -> None:
     if any(i > 255 and i not in (EOS_ID, PAD_ID) for i in ids):
         raise ValueError("input_ids: <s> may only start a sequence, and chat markers (from "
                          "ByteTokenizer.apply_chat_template) only follow <s>")
+
+
+def _leading_text(ids: list[int]) -> bytes:
+    """The byte ids before the first special id (end of text, padding)."""
+    end = next((i for i, t in enumerate(ids) if t > 255), len(ids))
+    return bytes(ids[:end])
 
 
 def _to_logits(rows: list[list[np.ndarray | None]], length: int) -> torch.Tensor:

@@ -2,10 +2,14 @@
 
 What it does:
   * ``Member``: one member model with its tokenizer's byte tables (static).
-  * ``MemberState``: one member on one sequence: committed token ids, KV cache, the ``ByteView``
-    of its last forward pass and its pending (not yet committed) bytes. A commit appends the token
-    that ended (among ids sharing the bytes: argmax, or drawn by probability when sampling), or
-    the member's tokenization of the pending bytes when no single token ended, in one forward.
+  * ``MemberState``: one member on one sequence: the node of its committed tokens in its
+    ``TokenTree`` (the KV cache, shared with branches), the ``ByteView`` after them and its
+    pending (not yet committed) bytes. A commit appends the token that ended (among ids sharing
+    the bytes: argmax, or drawn by probability when sampling), or the member's tokenization of
+    the pending bytes when no single token ended, in one forward call. When scoring a known text
+    (``read_ahead``), that call also runs the member's own tokenization of the next
+    ``SPECULATE_BYTES`` and every token the schedule could commit early inside it; later commits
+    along them cost no call, and a commit off them starts a new one. The numbers are the same.
   * ``SequenceState``: the paper's decoding for one sequence: every member advances by the chosen
     byte, the members' outcome distributions are combined, and the null outcome ε ("the token
     ends here") is resolved before the next byte's distribution is returned. Commits are joint,
@@ -35,6 +39,9 @@ import torch
 from .byte_view import EPS, ByteTable, ByteView
 from .combine import combine
 from .token_bytes import TokenBytes, _split_utf8
+from .token_tree import CACHE_KW, Node, TokenTree
+
+__all__ = ["CACHE_KW", "EnsembleCache", "Member", "MemberState", "SequenceState", "TextCursor"]
 
 DECIDE_RULES = ("greedy", "sample", "marginal")
 
@@ -66,19 +73,44 @@ class Member:
                    name=name, window=window if isinstance(window, int) and window > 8 else None)
 
 
+class TextCursor:
+    """Teacher forcing: the text the members will read, and how much of it they have read."""
+
+    def __init__(self, text: bytes = b""):
+        self.text, self.pos = text, 0
+
+    def ahead(self, n: int) -> bytes:
+        return self.text[self.pos:self.pos + n]
+
+
+SPECULATE_BYTES = 128  # how far ahead a member's forward call runs the text when scoring
+
+
 class MemberState:
-    """One member on one sequence."""
+    """One member on one sequence: the node of its committed tokens in its ``TokenTree``, and
+    its pending bytes."""
 
     def __init__(self, member: Member):
         self.member = member
-        self.cache = None
-        self.ids: list[int] = []
-        self.view: ByteView | None = None
+        self.tree = TokenTree(member.model, member.table)
+        self.node: Node | None = None
         self.pending = b""
         self.lead_pending = False  # the member's dummy prefix is still in `pending`
-        self.forwards = 0
-        self.start = []  # the ids the member's context starts with (kept when it is cut)
-        self.previous_ids: list[int] | None = None  # ids before the last cut (see restore)
+        self.start: list[int] = []  # the ids the member's context starts with (kept when cut)
+        self.saved: Node | None = None  # the node of an open branch (see snapshot)
+        self.cursor: TextCursor | None = None  # teacher forcing: speculate along the text
+
+    @property
+    def forwards(self) -> int:
+        return self.tree.forwards
+
+    @property
+    def view(self) -> ByteView:
+        return self.node.view
+
+    @property
+    def ids(self) -> list[int]:
+        return self.tree.ids(self.node)
 
     # -- set-up and forward ----------------------------------------------------------------
     def begin(self, prompt: bytes, with_bos: bool) -> None:
@@ -107,35 +139,70 @@ class MemberState:
         """Start from prompt ids rendered elsewhere (a chat template); nothing pending."""
         start = list(self.member.token_bytes.start_ids)
         self.start = start if ids[: len(start)] == start else []
-        self._forward(list(ids) or list(self.member.token_bytes.start_ids))
+        self._forward(list(ids) or start)
 
     def _fit_window(self, ids: list[int]) -> list[int]:
         """Context policy: when the member's context would exceed its window, it keeps its
         start ids and the most recent tokens filling 3/4 of the window, and runs them again
-        (warned once per member)."""
+        from a new root (warned once per member)."""
         window = self.member.window
-        if window is None or len(self.ids) + len(ids) <= window:
+        length = len(self.node) if self.node is not None else 0
+        if window is None or length + len(ids) <= window:
             return ids
         if not self.member.warned:
             self.member.warned = True
             warnings.warn(f"member {self.member.name!r}: context longer than its window of "
                           f"{window} tokens; keeping the most recent tokens", stacklevel=4)
         keep = max(1, window * 3 // 4 - len(self.start))
-        self.previous_ids = self.ids
-        full = self.ids + ids
-        self.ids, self.cache = [], None
+        full = (self.ids if self.node is not None else []) + ids
+        self.node = None
         return self.start + full[-keep:]
 
     def _forward(self, ids: list[int]) -> None:
+        """Append ``ids`` to the committed tokens: along speculated children where they were
+        run already, else in one forward call."""
         ids = self._fit_window(ids)
-        model = self.member.model
-        inputs = torch.tensor([ids], dtype=torch.long, device=model.device)
-        with torch.no_grad():
-            out = model(input_ids=inputs, **{CACHE_KW: self.cache}, use_cache=True)
-        self.cache = out[CACHE_KW] if CACHE_KW in out else out.past_key_values
-        self.view = ByteView(self.member.table, out.logits[0, -1])
-        self.ids.extend(ids)
-        self.forwards += 1
+        node, i = self.node, 0
+        while node is not None and i < len(ids) and ids[i] in node.children:
+            node, i = node.children[ids[i]], i + 1
+        if i < len(ids):
+            node = (self._speculate(node, ids[i:]) if self.cursor is not None
+                    else self.tree.chain(node, ids[i:]))
+        self.node = node
+        self.tree.maybe_collect(lambda: [self.node, self.saved])
+
+    def _speculate(self, node: Node | None, ids: list[int]) -> Node:
+        """Teacher forcing: run ``ids`` together with the member's own tokenization of the
+        text ahead and, inside each of its tokens, the tokens the schedule may commit early
+        (those equal to a prefix of it), in one forward call. They become children, so later
+        commits along them need no forward call. Returns the node after ``ids``."""
+        tb = self.member.token_bytes
+        ahead, _ = _split_utf8(self.pending + self.cursor.ahead(SPECULATE_BYTES))
+        lead = len(tb.lead) if self.lead_pending else 0
+        guess = tb.encode(ahead.encode("utf-8")[lead:], at_start=True) if self.lead_pending else (
+            tb.encode(ahead.encode("utf-8"), at_start=False) if ahead else [])
+        queries: list[tuple[Node | int | None, int]] = []
+        for j, t in enumerate(ids + guess):
+            parent = node if j == 0 else j - 1
+            queries.append((parent, t))  # the chain: ids, then the guess
+        for j, t in enumerate(guess, start=len(ids)):
+            for early in self._early_commits(t):  # siblings: commits inside the guessed token
+                queries.append((j - 1, early))
+        nodes = self.tree.run(queries)
+        if node is not None:
+            node.children[ids[0]] = nodes[0]
+        for q, (parent, t) in enumerate(queries[1:], start=1):
+            nodes[parent].children.setdefault(t, nodes[q])
+        return nodes[len(ids) - 1]
+
+    def _early_commits(self, token: int) -> list[int]:
+        """Ids whose bytes are a proper prefix of ``token``'s, or equal to them."""
+        piece = self.member.token_bytes.pieces[token] or b""
+        table, out = self.member.table, []
+        for k in range(1, len(piece) + 1):
+            b = table.bounds(piece[:k])
+            out += [i for i in table.sorted_ids[int(b[0]):int(b[1])].tolist() if i != token]
+        return out
 
     # -- per byte --------------------------------------------------------------------------
     def distribution(self) -> np.ndarray | None:
@@ -167,17 +234,15 @@ class MemberState:
 
     # -- branches (teacher-forced scoring) -------------------------------------------------
     def snapshot(self) -> tuple:
-        return (len(self.ids), self.view, self.pending, self.lead_pending, self.ids)
+        self.saved = self.node
+        return (self.node, self.pending, self.lead_pending)
 
-    def restore(self, snap: tuple) -> None:
-        n, view, self.pending, self.lead_pending, ids = snap
-        if ids is not self.ids:  # the context was cut inside the branch: run it again
-            self.ids, self.cache = [], None
-            self._forward(ids[:n])
-        elif len(self.ids) > n:
-            self.cache.crop(n - len(self.ids))  # Transformers 5: a negative count drops tokens
-            del self.ids[n:]
-        self.view = view
+    def restore(self, snap: tuple | None) -> None:
+        """Go back to ``snap`` (or, with None, keep the current state and forget the
+        snapshot)."""
+        if snap is not None:
+            self.node, self.pending, self.lead_pending = snap
+        self.saved = None
 
 
 class SequenceState:
@@ -190,6 +255,7 @@ class SequenceState:
         self.decide = decide
         self.finished = False
         self._branch = None  # (snapshots, continue-masses, commit-masses) while undecided
+        self.cursor: TextCursor | None = None  # teacher forcing: the text ahead
 
     def start(self, prompt: bytes, with_bos: bool) -> np.ndarray:
         """Commit the prompt to every member; the distribution of the first new byte."""
@@ -203,6 +269,15 @@ class SequenceState:
             m.begin_from_ids(ids)
         return self._emit()
 
+    def read_ahead(self, text: bytes) -> None:
+        """Teacher forcing: the members will read ``text`` next (after what they were told
+        before), so their forward calls run ahead along it (see ``MemberState._speculate``)."""
+        if self.cursor is None:
+            self.cursor = TextCursor()
+            for m in self.members:
+                m.cursor = self.cursor
+        self.cursor.text += text
+
     def step(self, byte: int) -> np.ndarray:
         """Advance by ``byte``; the distribution (bytes + end of text) of the next byte."""
         self._resolve_branch(byte)
@@ -213,6 +288,8 @@ class SequenceState:
                 # out of the ensemble until the next joint commit.
                 m.commit(sample=self.decide == "sample")
             m.advance(byte)
+        if self.cursor is not None:
+            self.cursor.pos += 1
         return self._emit()
 
     def recommit(self) -> np.ndarray | None:
@@ -262,9 +339,9 @@ class SequenceState:
             return
         snaps, keep, after = self._branch
         self._branch = None
-        if after[byte] <= keep[byte]:
-            for m, snap in zip(self.members, snaps, strict=True):
-                m.restore(snap)
+        back = after[byte] <= keep[byte]
+        for m, snap in zip(self.members, snaps, strict=True):
+            m.restore(snap if back else None)
 
 
 def _normalise(dist: np.ndarray) -> np.ndarray:
@@ -298,16 +375,3 @@ class EnsembleCache:
     def forward_calls(self) -> list[list[int]]:
         """Forward passes so far, per row and member."""
         return [[m.forwards for m in row.members] for row in self.rows or []]
-
-
-def _cache_kw() -> str:
-    """The keyword Transformers uses for a model's cache (``cache`` from 5.24 on)."""
-    import inspect
-
-    from transformers import GenerationMixin
-
-    params = inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-CACHE_KW = _cache_kw()

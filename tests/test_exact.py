@@ -93,22 +93,22 @@ def _plain_probs(model, ids: list[int]) -> torch.Tensor:
 def test_token_tree_forwards_match_plain_forwards_before_and_after_collecting():
     """Tree attention: each node's distribution is the model's on its own token sequence,
     whichever other sequences share the cache, and after unused slots are dropped."""
-    from chared_hf.exact import TokenTree
     from chared_hf.state import Member
+    from chared_hf.token_tree import TokenTree
 
     tok = piece_tokenizer(["a", "b", "ab", "ba", "aa"])
     model = _flat_model(len(tok), seed=5)
     tree = TokenTree(model, Member.build(model, tok).table)
-    root = tree.root([1, 3])
-    a, b = tree.extend([root, root], [4, 5])
-    c, d, e = tree.extend([a, b, a], [3, 3, 6])
+    root = tree.chain(None, [1, 3])
+    a, b = tree.run([(root, 4), (root, 5)])
+    c, d, e = tree.run([(a, 3), (b, 3), (a, 6)])
     assert tree.forwards == 3 and tree.size == 2 + 2 + 3
     assert tree.ids(d) == [1, 3, 5, 3] and tree.ids(e) == [1, 3, 4, 6]
     for node in (root, a, b, c, d, e):
         assert torch.allclose(node.view.probs, _plain_probs(model, tree.ids(node)), atol=1e-12)
-    tree.collect([d, e], slack=None)  # only c's slot is no longer needed
+    tree.collect([d, e])  # only c's slot is no longer needed
     assert tree.size == 6 and tree.ids(d) == [1, 3, 5, 3] and tree.ids(e) == [1, 3, 4, 6]
-    f, g = tree.extend([d, e], [4, 4])
+    f, g = tree.run([(d, 4), (e, 4)])
     for node in (f, g):
         assert torch.allclose(node.view.probs, _plain_probs(model, tree.ids(node)), atol=1e-12)
 

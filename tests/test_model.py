@@ -281,7 +281,7 @@ def test_prompt_longer_than_the_window_keeps_the_most_recent_tokens(tok):
                            min_new_tokens=40)
     member = out.cache.rows[0].members[0]
     assert len(member.ids) <= 24 and member.ids[0] == 1  # the start id is kept
-    assert member.cache.get_seq_length() == len(member.ids)
+    assert member.tree.size <= 2 * 24 + member.tree.slack  # cut contexts' slots are dropped
     assert out.sequences.shape[1] == enc["input_ids"].shape[1] + 40
 
 
@@ -309,3 +309,26 @@ def test_a_member_at_weight_zero_is_switched_off(pair, stories, tok):
     alone = CharEDModel.from_members([stories]).generate(**enc, max_new_tokens=20)
     off = CharEDModel.from_members([pair, stories], weights=[0.0, 1.0])
     assert torch.equal(off.generate(**enc, max_new_tokens=20), alone)
+
+
+def test_teacher_forcing_runs_ahead_without_changing_a_number(stories, monkeypatch):
+    """Scoring runs each member ahead along the text (its own tokenization plus the tokens the
+    schedule may commit early) in few forward calls; the scores are those of one call per
+    commit, and the calls are far fewer."""
+    import chared_hf.state as state_module
+
+    tok = piece_tokenizer(list("abcdefghijklmnopqrstuvwxyz ,.") + ["the", " a", "ing", "Once"])
+    small = tiny_model(len(tok), seed=2, bos=1, eos=2)
+    text = ("Once upon a time, there was a little girl named Lily. She loved to play outside "
+            "in the park with her friends. One day, she saw a big red ball.")
+    enc = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
+    ens = CharEDModel.from_members([stories, (small, tok)], weights=[0.7, 0.3])
+    ahead = ens(input_ids=enc)
+    monkeypatch.setattr(state_module, "SPECULATE_BYTES", 0)
+    plain = ens(input_ids=enc)
+    assert torch.allclose(ahead.logits.exp(), plain.logits.exp(), atol=1e-6)  # float32 members
+    observed = enc[0, 1:, None]
+    scores = [float(o.logits[0, :-1].gather(-1, observed).sum()) for o in (ahead, plain)]
+    assert scores[0] == pytest.approx(scores[1], rel=1e-5)
+    calls, plain_calls = ahead.cache.forward_calls()[0], plain.cache.forward_calls()[0]
+    assert all(4 * c < p for c, p in zip(calls, plain_calls, strict=True)), (calls, plain_calls)

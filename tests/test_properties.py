@@ -236,8 +236,8 @@ def check_state(state: SequenceState, joint: np.ndarray, decide: str, where: str
     check_probability_vector(joint, EPS, f"{where}: ensemble")
     dists = []
     for k, m in enumerate(state.members):
-        assert m.cache.get_seq_length() == len(m.ids), f"{where}: member {k}: cache length"
-        if fresh:  # the KV cache (cropped when a branch is undone) matches the committed ids
+        assert len(m.node) == len(m.ids), f"{where}: member {k}: node length"
+        if fresh:  # the tree's cache (shared with branches) gives the committed ids' view
             with torch.no_grad():
                 logits = m.member.model(input_ids=torch.tensor([m.ids])).logits[0, -1]
             probs = torch.softmax(logits.double(), -1)

@@ -1,0 +1,187 @@
+"""Many token sequences of one member in one KV cache, run with tree attention.
+
+What it does: a ``TokenTree`` keeps one member's keys and values for every token sequence its
+states hold (hypotheses, branches, speculated continuations), each distinct prefix once. A
+cached token is a *slot*; a ``Node`` lists the slots of its sequence. ``run`` adds any number
+of tokens in one forward call, each after its own parent (an existing node, an earlier token of
+the same call, or the start of text): the attention mask lets each query see its parent's
+slots and itself, and its position is its parent's length. Keys are cached after position
+encoding, so the slots' order in the cache does not matter. Slots that no live node uses are
+dropped once they outnumber the used ones (the copy is amortised).
+
+What it does not do: decide which tokens to run (``state``, ``exact``), or work with attention
+kernels that take no custom mask (flash attention) or caches that are not plain key/value
+layers (sliding windows, recurrent state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from .byte_view import ByteTable, ByteView
+
+
+def _cache_kw() -> str:
+    """The keyword Transformers uses for a model's cache (``cache`` from 5.24 on)."""
+    import inspect
+
+    from transformers import GenerationMixin
+
+    params = inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+CACHE_KW = _cache_kw()
+Parent = "Node | int | None"  # an existing node, an earlier query of the same call, or none
+
+
+@dataclass(eq=False)
+class Node:
+    """A token sequence in a ``TokenTree``: where its tokens' keys and values sit, and the
+    member's next-token distribution after it (built from its logits when first asked for)."""
+
+    path: torch.Tensor  # the tree's slots of the sequence's tokens, in order (long, CPU)
+    logits: torch.Tensor | None = None
+    children: dict[int, Node] = field(default_factory=dict)  # speculated continuations
+    table: ByteTable | None = None
+    _view: ByteView | None = None
+
+    @property
+    def view(self) -> ByteView:
+        if self._view is None:
+            self._view, self.logits = ByteView(self.table, self.logits), None
+        return self._view
+
+    def __len__(self) -> int:
+        return len(self.path)
+
+
+class TokenTree:
+    """Every token sequence of one member on one sequence of text, in one KV cache."""
+
+    def __init__(self, model: torch.nn.Module, table: ByteTable, slack: int = 64):
+        self.model, self.table, self.slack = model, table, slack
+        self.cache = DynamicCache()
+        self.tokens = torch.zeros(0, dtype=torch.long)  # the token id in each slot
+        self.forwards = 0
+        self._kept = 0  # slots in use after the last collection
+
+    @property
+    def size(self) -> int:
+        """Slots in the cache."""
+        return len(self.tokens)
+
+    def ids(self, node: Node) -> list[int]:
+        """The token ids of ``node``'s sequence."""
+        return self.tokens[node.path].tolist()
+
+    # -- forward calls ---------------------------------------------------------------------
+    def chain(self, parent: Node | None, ids: list[int]) -> Node:
+        """The node ``parent·ids`` (``ids`` non-empty), from one forward call."""
+        queries = [(parent if i == 0 else i - 1, t) for i, t in enumerate(ids)]
+        return self.run(queries, keep_logits=[len(ids) - 1])[-1]
+
+    def run(self, queries: list[tuple[Parent, int]],
+            keep_logits: Iterable[int] | None = None) -> list[Node]:
+        """One node per ``(parent, token)`` query, all from one forward call. ``keep_logits``:
+        the queries whose distribution is wanted (default all)."""
+        n, b = self.size, len(queries)
+        visible, positions = self._mask(queries)
+        device, dtype = self.model.device, _float_dtype(self.model)
+        mask = torch.zeros(b, n + b, dtype=dtype).masked_fill_(~visible, torch.finfo(dtype).min)
+        wanted = list(range(b)) if keep_logits is None else sorted(set(keep_logits))
+        kwargs = {}
+        if wanted == [b - 1] and b > 1 and self._takes_logits_to_keep():
+            kwargs["logits_to_keep"] = 1  # a prompt: only its last distribution is needed
+        with torch.no_grad():
+            out = self.model(input_ids=torch.tensor([[t for _, t in queries]], device=device),
+                             attention_mask=mask[None, None].to(device),
+                             position_ids=positions[None].to(device),
+                             **{CACHE_KW: self.cache}, use_cache=True, **kwargs)
+        self.cache = out[CACHE_KW] if CACHE_KW in out else out.past_key_values
+        self.tokens = torch.cat([self.tokens, torch.tensor([t for _, t in queries])])
+        self.forwards += 1
+        logits = out.logits[0, -len(wanted):] if kwargs else out.logits[0, wanted]
+        rows = dict(zip(wanted, logits.detach(), strict=True))
+        return [Node(visible[q].nonzero().squeeze(1), rows.get(q), table=self.table)
+                for q in range(b)]
+
+    def _mask(self, queries: list[tuple[Parent, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which slots each query sees (the old slots, then the new ones), and its position."""
+        n, b = self.size, len(queries)
+        visible = torch.zeros(b, n + b, dtype=torch.bool)
+        positions = torch.zeros(b, dtype=torch.long)
+        by_node: dict[int, tuple[Node, list[int]]] = {}
+        for q, (parent, _) in enumerate(queries):
+            if isinstance(parent, int):
+                if not 0 <= parent < q:
+                    raise ValueError(f"queries[{q}]: a parent index must name an earlier query")
+                positions[q] = positions[parent] + 1
+            elif parent is not None:
+                by_node.setdefault(id(parent), (parent, []))[1].append(q)
+                positions[q] = len(parent)
+            visible[q, n + q] = True
+        # Step 1: queries after an existing node see that node's slots.
+        for node, qs in by_node.values():
+            visible[torch.tensor(qs)[:, None], node.path[None, :]] = True
+        # Step 2: queries after an earlier query see all it sees (parents come first).
+        for q, (parent, _) in enumerate(queries):
+            if isinstance(parent, int):
+                visible[q] |= visible[parent]
+        return visible, positions
+
+    def _takes_logits_to_keep(self) -> bool:
+        import inspect
+
+        return "logits_to_keep" in inspect.signature(self.model.forward).parameters
+
+    # -- memory ----------------------------------------------------------------------------
+    def maybe_collect(self, live: Callable[[], Iterable[Node]]) -> None:
+        """Drop unused slots once the cache has grown to twice its size after the last
+        collection plus ``slack`` (``live`` is only asked then)."""
+        if self.size > 2 * self._kept + self.slack:
+            self.collect(live())
+
+    def collect(self, live: Iterable[Node]) -> None:
+        """Drop the slots that no node in ``live`` (or their speculated children) uses."""
+        nodes = _with_children(live)
+        used = torch.zeros(self.size, dtype=torch.bool)
+        for node in nodes:
+            used[node.path] = True
+        keep = used.nonzero().squeeze(1)
+        self._kept = len(keep)
+        if self._kept == self.size:
+            return
+        remap = torch.full((self.size,), -1, dtype=torch.long)
+        remap[keep] = torch.arange(len(keep))
+        index = keep.to(self.model.device)
+        self.cache = DynamicCache(ddp_cache_data=[
+            (layer.keys.index_select(-2, index), layer.values.index_select(-2, index))
+            for layer in self.cache.layers])
+        for node in nodes:
+            node.path = remap[node.path]
+        self.tokens = self.tokens[keep]
+
+
+def _float_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The model's compute dtype (an additive attention mask must have it)."""
+    dtype = getattr(model, "dtype", None)
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _with_children(roots: Iterable[Node]) -> list[Node]:
+    """The distinct nodes in ``roots`` and, recursively, their speculated children."""
+    seen: dict[int, Node] = {}
+    stack = [r for r in roots if r is not None]
+    while stack:
+        node = stack.pop()
+        if id(node) not in seen:
+            seen[id(node)] = node
+            stack.extend(node.children.values())
+    return list(seen.values())
