@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,6 +107,7 @@ class ExactMember:
 
     def _root(self, ids: list[int]) -> None:
         self.tree = TokenTree(self.member.model, self.member.table)
+        self.tree.register(lambda: [h.node for h in self.hyps])
         self.hyps = [Hypothesis(self.tree.chain(None, ids), 0.0, b"")]
         self.protected, self.children = self.hyps[0], None
 
@@ -193,7 +195,6 @@ class ExactMember:
                 best.view.ending_ids(best.pending)[1].sum()) > 0:
             self.protected = best
         self.children = None
-        self.tree.maybe_collect(lambda: [h.node for h in self.hyps])
 
 
 class ExactSequenceState(SequenceState):
@@ -225,6 +226,15 @@ class ExactSequenceState(SequenceState):
         for m in self.members:
             m.advance(byte)
         return self._emit()
+
+    def step_gen(self, byte: int) -> Generator[None, None, np.ndarray]:
+        """``step`` (exact members run their calls at once: nothing is queued)."""
+        return self.step(byte)
+        yield  # unreachable: makes this function a generator
+
+    def _emit_gen(self) -> Generator[None, None, np.ndarray]:
+        return self._emit()
+        yield  # unreachable: makes this function a generator
 
     def recommit(self) -> None:
         """Nothing to re-decide: exact members have no token-end decision."""

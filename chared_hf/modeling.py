@@ -21,6 +21,7 @@ It does not implement byte selection, sampling or stopping: ``generate`` does.
 from __future__ import annotations
 
 import copy
+from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,8 @@ from .chat import member_chat_ids
 from .configuration import DEFAULT_MAX_HYPOTHESES, CharEDConfig, check_weights
 from .exact import ExactSequenceState
 from .loading import AUTO_MAP, HUB_OPTIONS, load_member, write_remote_code
-from .state import CACHE_KW, EnsembleCache, Member, SequenceState
+from .state import CACHE_KW, EnsembleCache, Member, SequenceState, drive, finish
+from .token_tree import TokenTree
 from .tokenization import (
     BOS_ID,
     CHAT_IDS,
@@ -274,19 +276,19 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         if state.rows is None:
             rows = self._start(state, ids, mask)
         else:
-            if state.decide == "marginal":
-                for row, seq in zip(state.rows, ids, strict=True):
-                    row.read_ahead(_leading_text(seq))
-            rows = [self._step_all(row, seq) for row, seq in zip(state.rows, ids, strict=True)]
+            rows = self._continue(state, ids)
         state.seen += input_ids.shape[1]
         logits = _to_logits(rows, input_ids.shape[1] if state.decide == "marginal" else 1)
         return CausalLMOutputWithPast(logits=logits.to(self.device), **{CACHE_KW: state})
 
-    def _new_row(self, decide: str) -> SequenceState | ExactSequenceState:
+    def _new_row(self, state: EnsembleCache) -> SequenceState | ExactSequenceState:
         if self.config.marginalization == "exact":
             return ExactSequenceState(self.members, self.member_weights, self.config.combine,
                                       self.config.max_hypotheses)
-        return SequenceState(self.members, self.member_weights, self.config.combine, decide)
+        if state.trees is None:  # one token tree per member, shared by the rows
+            state.trees = [TokenTree(m.model, m.table) for m in self.members]
+        return SequenceState(self.members, self.member_weights, self.config.combine,
+                             state.decide, trees=state.trees)
 
     def _start(self, state: EnsembleCache, ids, mask) -> list[list[np.ndarray | None]]:
         """First call: build one ``SequenceState`` per row and return its distributions."""
@@ -297,7 +299,7 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             while first < len(seq) and seq[first] == PAD_ID and mask is None:
                 first += 1  # unmasked left padding
             body = seq[first:]
-            row = self._new_row(state.decide)
+            row = self._new_row(state)
             state.rows.append(row)
             dists: list[np.ndarray | None] = [None] * first
             if not body:
@@ -318,8 +320,12 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             else:
                 if not with_bos and not text:
                     raise ValueError("input_ids: a prompt without <s> needs at least one byte")
-                dists.append(row.start(bytes(text), with_bos))
+                dists.append(row.start_gen(bytes(text), with_bos))
             out.append(dists)
+        # Generation: the rows' prompts run side by side (one call per member for all rows).
+        starts = [(b, len(d) - 1) for b, d in enumerate(out) if isinstance(d[-1], Generator)]
+        for (b, i), dist in zip(starts, drive([out[b][i] for b, i in starts]), strict=True):
+            out[b][i] = dist
         return out
 
     def _start_chat(self, row, ids: list[int], scoring: bool) -> list[np.ndarray | None]:
@@ -330,23 +336,40 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         _check_text_ids(tail)
         messages, open_last = parse_chat(head)
         prompts = [member_chat_ids(m, messages, open_last) for m in self.members]
-        if scoring:
-            row.read_ahead(_leading_text(tail))
-        dists: list[np.ndarray | None] = [None] * len(head)  # <s> and the markup: no rows
+        dists: list = [None] * len(head)  # <s> and the markup: no rows
+        if not scoring:  # generation: started side by side with the other rows (``_start``)
+            return [*dists, row.start_from_ids_gen(prompts)]
+        row.read_ahead(_leading_text(tail))
         dists.append(row.start_from_ids(prompts))
         return dists + self._step_all(row, tail)
 
-    def _step(self, row: SequenceState, byte: int) -> np.ndarray | None:
+    def _continue(self, state: EnsembleCache, ids: list[list[int]]):
+        """Later calls: teacher forcing steps each row through its ids (running ahead along
+        them); generation steps the rows side by side, so that each member runs the calls of
+        all rows together."""
+        if state.decide == "marginal":
+            for row, seq in zip(state.rows, ids, strict=True):
+                row.read_ahead(_leading_text(seq))
+            return [self._step_all(row, seq) for row, seq in zip(state.rows, ids, strict=True)]
+        out: list[list[np.ndarray | None]] = [[] for _ in ids]
+        for j in range(len(ids[0]) if ids else 0):
+            dists = drive([self._step_gen(row, seq[j])
+                           for row, seq in zip(state.rows, ids, strict=True)])
+            for acc, dist in zip(out, dists, strict=True):
+                acc.append(dist)
+        return out
+
+    def _step_gen(self, row: SequenceState, byte: int):
         if row.finished or byte in (EOS_ID, PAD_ID):
             row.finished = True
             return None
         if byte == BOS_ID or byte in CHAT_IDS:
             raise ValueError("input_ids: <s> and chat markers may only come before the text "
                              "(chat markers from ByteTokenizer.apply_chat_template)")
-        return row.step(byte)
+        return (yield from row.step_gen(byte))
 
     def _step_all(self, row: SequenceState, seq: list[int]) -> list[np.ndarray | None]:
-        return [self._step(row, byte) for byte in seq]
+        return [finish(self._step_gen(row, byte)) for byte in seq]
 
 
 class _Redecide(LogitsProcessor):

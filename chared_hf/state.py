@@ -31,7 +31,9 @@ What it does not do: talk to ``generate`` (``modeling``) or pick bytes.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Generator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -41,6 +43,7 @@ from .combine import combine
 from .token_bytes import TokenBytes, _split_utf8
 from .token_tree import CACHE_KW, Node, TokenTree
 
+T = TypeVar("T")
 __all__ = ["CACHE_KW", "EnsembleCache", "Member", "MemberState", "SequenceState", "TextCursor"]
 
 DECIDE_RULES = ("greedy", "sample", "marginal")
@@ -90,9 +93,10 @@ class MemberState:
     """One member on one sequence: the node of its committed tokens in its ``TokenTree``, and
     its pending bytes."""
 
-    def __init__(self, member: Member):
+    def __init__(self, member: Member, tree: TokenTree | None = None):
         self.member = member
-        self.tree = TokenTree(member.model, member.table)
+        self.tree = tree if tree is not None else TokenTree(member.model, member.table)
+        self.tree.register(lambda: (self.node, self.saved))
         self.node: Node | None = None
         self.pending = b""
         self.lead_pending = False  # the member's dummy prefix is still in `pending`
@@ -111,6 +115,11 @@ class MemberState:
     @property
     def ids(self) -> list[int]:
         return self.tree.ids(self.node)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the committed tokens wait in the tree's queue (not run yet)."""
+        return self.node is not None and self.node._path is None
 
     # -- set-up and forward ----------------------------------------------------------------
     def begin(self, prompt: bytes, with_bos: bool) -> None:
@@ -160,16 +169,17 @@ class MemberState:
 
     def _forward(self, ids: list[int]) -> None:
         """Append ``ids`` to the committed tokens: along speculated children where they were
-        run already, else in one forward call."""
+        run already, else with one forward call."""
         ids = self._fit_window(ids)
         node, i = self.node, 0
         while node is not None and i < len(ids) and ids[i] in node.children:
             node, i = node.children[ids[i]], i + 1
         if i < len(ids):
+            # Scoring runs ahead along the text now; generation queues the call, so that the
+            # rows of a batch run theirs together (when a distribution is next asked for).
             node = (self._speculate(node, ids[i:]) if self.cursor is not None
-                    else self.tree.chain(node, ids[i:]))
+                    else self.tree.request(node, ids[i:]))
         self.node = node
-        self.tree.maybe_collect(lambda: [self.node, self.saved])
 
     def _speculate(self, node: Node | None, ids: list[int]) -> Node:
         """Teacher forcing: run ``ids`` together with the member's own tokenization of the
@@ -248,8 +258,10 @@ class MemberState:
 class SequenceState:
     """The paper's decoding (CharED) for one sequence over all members."""
 
-    def __init__(self, members: list[Member], weights: list[float], rule: str, decide: str):
-        self.members = [MemberState(m) for m in members]
+    def __init__(self, members: list[Member], weights: list[float], rule: str, decide: str,
+                 trees: list[TokenTree] | None = None):
+        trees = trees or [None] * len(members)  # shared trees: a batch's rows, one per member
+        self.members = [MemberState(m, t) for m, t in zip(members, trees, strict=True)]
         self.weights = weights
         self.rule = rule
         self.decide = decide
@@ -259,15 +271,24 @@ class SequenceState:
 
     def start(self, prompt: bytes, with_bos: bool) -> np.ndarray:
         """Commit the prompt to every member; the distribution of the first new byte."""
+        return finish(self.start_gen(prompt, with_bos))
+
+    def start_gen(self, prompt: bytes, with_bos: bool) -> Generator[None, None, np.ndarray]:
+        """``start`` as a generator that pauses where member calls are queued (see ``drive``)."""
         for m in self.members:
             m.begin(prompt, with_bos)
-        return self._emit()
+        yield
+        return (yield from self._emit_gen())
 
     def start_from_ids(self, member_ids: list[list[int]]) -> np.ndarray:
         """Start every member from its own prompt ids (e.g. its chat template's rendering)."""
+        return finish(self.start_from_ids_gen(member_ids))
+
+    def start_from_ids_gen(self, member_ids: list[list[int]]) -> Generator[None, None, np.ndarray]:
         for m, ids in zip(self.members, member_ids, strict=True):
             m.begin_from_ids(ids)
-        return self._emit()
+        yield
+        return (yield from self._emit_gen())
 
     def read_ahead(self, text: bytes) -> None:
         """Teacher forcing: the members will read ``text`` next (after what they were told
@@ -280,6 +301,10 @@ class SequenceState:
 
     def step(self, byte: int) -> np.ndarray:
         """Advance by ``byte``; the distribution (bytes + end of text) of the next byte."""
+        return finish(self.step_gen(byte))
+
+    def step_gen(self, byte: int) -> Generator[None, None, np.ndarray]:
+        """``step`` as a generator that pauses where member calls are queued (see ``drive``)."""
         self._resolve_branch(byte)
         for m in self.members:
             if m.pending and not m.can_follow(byte):
@@ -290,7 +315,9 @@ class SequenceState:
             m.advance(byte)
         if self.cursor is not None:
             self.cursor.pos += 1
-        return self._emit()
+        if any(m.waiting for m in self.members):
+            yield
+        return (yield from self._emit_gen())
 
     def recommit(self) -> np.ndarray | None:
         """Commit every member's pending bytes now and return the distribution after it, or
@@ -319,12 +346,18 @@ class SequenceState:
         return self._combined()
 
     def _emit(self) -> np.ndarray:
+        return finish(self._emit_gen())
+
+    def _emit_gen(self) -> Generator[None, None, np.ndarray]:
+        """Resolve ε and return the next byte's distribution (pausing after queued commits)."""
         joint = self._combined()
         eps = float(joint[EPS])
-        if eps > 0 and self.decide == "greedy" and eps >= joint[:EPS].max():
-            joint = self._commit_all()
-        elif eps > 0 and self.decide == "sample" and torch.rand(()).item() < eps:
-            joint = self._commit_all()
+        if eps > 0 and (self.decide == "greedy" and eps >= joint[:EPS].max() or
+                        self.decide == "sample" and torch.rand(()).item() < eps):
+            for m in self.members:
+                m.commit(sample=self.decide == "sample")
+            yield
+            joint = self._combined()
         elif eps > 0 and self.decide == "marginal":
             snaps = [m.snapshot() for m in self.members]
             keep = joint[:EPS].copy()
@@ -342,6 +375,32 @@ class SequenceState:
         back = after[byte] <= keep[byte]
         for m, snap in zip(self.members, snaps, strict=True):
             m.restore(snap if back else None)
+
+
+def finish(gen: Generator[None, None, T]) -> T:
+    """Run a generator to its end; its return value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def drive(gens: list[Generator[None, None, T]]) -> list[T]:
+    """Run the rows' generators side by side: each runs to its next pause (having queued its
+    member calls) before any goes on, so each member runs all rows' calls in one forward."""
+    results: list = [None] * len(gens)
+    active = list(range(len(gens)))
+    while active:
+        still = []
+        for i in active:
+            try:
+                next(gens[i])
+                still.append(i)
+            except StopIteration as stop:
+                results[i] = stop.value
+        active = still
+    return results
 
 
 def _normalise(dist: np.ndarray) -> np.ndarray:
@@ -367,6 +426,7 @@ class EnsembleCache:
             raise ValueError(f"decide: expected one of {DECIDE_RULES}, got {decide!r}")
         self.decide = decide
         self.rows: list[SequenceState] | None = None
+        self.trees: list[TokenTree] | None = None  # per member, shared by the rows
         self.seen = 0
 
     def get_seq_length(self, layer_idx: int = 0) -> int:

@@ -16,8 +16,8 @@ layers (sliding windows, recurrent state).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
@@ -27,8 +27,6 @@ from .byte_view import ByteTable, ByteView
 
 def _cache_kw() -> str:
     """The keyword Transformers uses for a model's cache (``cache`` from 5.24 on)."""
-    import inspect
-
     from transformers import GenerationMixin
 
     params = inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
@@ -39,20 +37,38 @@ CACHE_KW = _cache_kw()
 Parent = "Node | int | None"  # an existing node, an earlier query of the same call, or none
 
 
-@dataclass(eq=False)
 class Node:
     """A token sequence in a ``TokenTree``: where its tokens' keys and values sit, and the
-    member's next-token distribution after it (built from its logits when first asked for)."""
+    member's next-token distribution after it (built from its logits when first asked for).
 
-    path: torch.Tensor  # the tree's slots of the sequence's tokens, in order (long, CPU)
-    logits: torch.Tensor | None = None
-    children: dict[int, Node] = field(default_factory=dict)  # speculated continuations
-    table: ByteTable | None = None
-    _view: ByteView | None = None
+    A node made by ``TokenTree.request`` is run later: asking for its slots or distribution
+    runs every request queued on its tree, in one forward call."""
+
+    __slots__ = ("_path", "logits", "children", "table", "_view", "_tree")
+
+    def __init__(self, path: torch.Tensor | None, logits: torch.Tensor | None = None,
+                 table: ByteTable | None = None, tree: TokenTree | None = None):
+        self._path = path  # the tree's slots of the sequence's tokens, in order (long, CPU)
+        self.logits = logits
+        self.children: dict[int, Node] = {}  # speculated continuations
+        self.table = table
+        self._view: ByteView | None = None
+        self._tree = tree  # set while the node waits in its tree's queue
+
+    @property
+    def path(self) -> torch.Tensor:
+        if self._path is None:
+            self._tree.flush()
+        return self._path
+
+    @path.setter
+    def path(self, value: torch.Tensor) -> None:
+        self._path = value
 
     @property
     def view(self) -> ByteView:
         if self._view is None:
+            self.path  # noqa: B018 (runs the queued requests if this node is one)
             self._view, self.logits = ByteView(self.table, self.logits), None
         return self._view
 
@@ -61,7 +77,9 @@ class Node:
 
 
 class TokenTree:
-    """Every token sequence of one member on one sequence of text, in one KV cache."""
+    """Every token sequence of one member, for any number of sequences of text, in one KV
+    cache. Whoever holds nodes registers a function returning them (``register``), so that
+    collection keeps their slots."""
 
     def __init__(self, model: torch.nn.Module, table: ByteTable, slack: int = 64):
         self.model, self.table, self.slack = model, table, slack
@@ -69,6 +87,13 @@ class TokenTree:
         self.tokens = torch.zeros(0, dtype=torch.long)  # the token id in each slot
         self.forwards = 0
         self._kept = 0  # slots in use after the last collection
+        self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._owners: list[Callable[[], Iterable[Node | None]]] = []
+        self._queue: list[tuple[Node, Node | None, list[int]]] = []
+
+    def register(self, live: Callable[[], Iterable[Node | None]]) -> None:
+        """``live()`` returns nodes whose slots must be kept (with their children)."""
+        self._owners.append(live)
 
     @property
     def size(self) -> int:
@@ -85,17 +110,41 @@ class TokenTree:
         queries = [(parent if i == 0 else i - 1, t) for i, t in enumerate(ids)]
         return self.run(queries, keep_logits=[len(ids) - 1])[-1]
 
+    def request(self, parent: Node | None, ids: list[int]) -> Node:
+        """The node ``parent·ids``, run later together with every other queued request
+        (``flush``, called when any of them is first looked at)."""
+        node = Node(None, table=self.table, tree=self)
+        self._queue.append((node, parent, list(ids)))
+        return node
+
+    def flush(self) -> None:
+        """Run every queued request in one forward call."""
+        if not self._queue:
+            return
+        queue, self._queue = self._queue, []
+        queries: list[tuple[Parent, int]] = []
+        ends = []
+        for _, parent, ids in queue:
+            for i, t in enumerate(ids):
+                queries.append((parent if i == 0 else len(queries) - 1, t))
+            ends.append(len(queries) - 1)
+        nodes = self.run(queries, keep_logits=ends)
+        for (node, _, _), end in zip(queue, ends, strict=True):
+            node.path, node.logits, node._tree = nodes[end].path, nodes[end].logits, None
+
     def run(self, queries: list[tuple[Parent, int]],
             keep_logits: Iterable[int] | None = None) -> list[Node]:
         """One node per ``(parent, token)`` query, all from one forward call. ``keep_logits``:
         the queries whose distribution is wanted (default all)."""
+        self.flush()  # earlier requests first: their nodes may be parents here
+        self._maybe_collect([p for p, _ in queries if isinstance(p, Node)])
         n, b = self.size, len(queries)
         visible, positions = self._mask(queries)
         device, dtype = self.model.device, _float_dtype(self.model)
         mask = torch.zeros(b, n + b, dtype=dtype).masked_fill_(~visible, torch.finfo(dtype).min)
         wanted = list(range(b)) if keep_logits is None else sorted(set(keep_logits))
         kwargs = {}
-        if wanted == [b - 1] and b > 1 and self._takes_logits_to_keep():
+        if wanted == [b - 1] and b > 1 and self._logits_to_keep:
             kwargs["logits_to_keep"] = 1  # a prompt: only its last distribution is needed
         with torch.no_grad():
             out = self.model(input_ids=torch.tensor([[t for _, t in queries]], device=device),
@@ -134,21 +183,18 @@ class TokenTree:
                 visible[q] |= visible[parent]
         return visible, positions
 
-    def _takes_logits_to_keep(self) -> bool:
-        import inspect
-
-        return "logits_to_keep" in inspect.signature(self.model.forward).parameters
-
     # -- memory ----------------------------------------------------------------------------
-    def maybe_collect(self, live: Callable[[], Iterable[Node]]) -> None:
+    def _maybe_collect(self, extra: list[Node]) -> None:
         """Drop unused slots once the cache has grown to twice its size after the last
-        collection plus ``slack`` (``live`` is only asked then)."""
+        collection plus ``slack`` (the copy it costs is amortised)."""
         if self.size > 2 * self._kept + self.slack:
-            self.collect(live())
+            self.collect(extra)
 
-    def collect(self, live: Iterable[Node]) -> None:
-        """Drop the slots that no node in ``live`` (or their speculated children) uses."""
-        nodes = _with_children(live)
+    def collect(self, extra: Iterable[Node] = ()) -> None:
+        """Drop the slots that no registered owner's node, no node in ``extra``, and none of
+        their speculated children use."""
+        live = [node for owner in self._owners for node in owner()]
+        nodes = [node for node in _with_children([*live, *extra]) if node._path is not None]
         used = torch.zeros(self.size, dtype=torch.bool)
         for node in nodes:
             used[node.path] = True

@@ -84,12 +84,13 @@ class _EosAfter(EosBiased):
         self.after = after
 
     def forward(self, **kwargs):
-        past = kwargs.get(CACHE_KW)
-        seen = past.get_seq_length() if past is not None else 0
         out = self.inner(**kwargs)
-        total = seen + kwargs["input_ids"].shape[1]
-        if total >= self.after:
-            out.logits[..., self.eos] += self.bias
+        positions = kwargs.get("position_ids")  # each query's position in its own sequence
+        if positions is None:
+            past = kwargs.get(CACHE_KW)
+            seen = past.get_seq_length() if past is not None else 0
+            positions = torch.arange(seen, seen + kwargs["input_ids"].shape[1])[None]
+        out.logits[..., self.eos] += self.bias * (positions + 1 >= self.after).to(out.logits)
         return out
 
 
@@ -492,6 +493,26 @@ def test_left_padded_batch_gives_each_prompts_greedy_text(duo, tok):
         alone = _new(duo.generate(**enc, max_new_tokens=16), enc)
         assert _strip_pad(together[k, width:].tolist()) == alone
         assert _bytes(together[k]) == _bytes(enc["input_ids"][0]) + _bytes(alone)
+
+
+def test_a_batch_runs_each_member_once_per_step_for_all_rows(duo, tok):
+    """The rows of a batch queue their member calls and each member runs them together: the
+    batch costs far fewer calls than its rows one by one, and gives the same texts."""
+    prompts = ["Once upon a time", "The little dog", "Tom and his mom", "One day, Lily"]
+    batch = tok(prompts, return_tensors="pt", padding=True)
+    out = duo.generate(**batch, max_new_tokens=40, return_dict_in_generate=True)
+    batched = out.cache.forward_calls()[0]  # the members' calls, shared by the rows
+    alone = [0, 0]
+    for k, prompt in enumerate(prompts):
+        enc = _enc(tok, prompt)
+        single = duo.generate(**enc, max_new_tokens=40, return_dict_in_generate=True)
+        alone = [a + c for a, c in zip(alone, single.cache.forward_calls()[0], strict=True)]
+        width = batch["input_ids"].shape[1]
+        assert _strip_pad(out.sequences[k, width:].tolist()) == _new(single.sequences, enc)
+    # At most the prompt, then two rounds a byte (commits of members that cannot go on, then
+    # the joint commit), however many rows: here 4 rows share each member's calls.
+    assert all(b <= 1 + 2 * 40 and 3 * b < 2 * a for b, a in zip(batched, alone, strict=True)), (
+        batched, alone)
 
 
 # -- unsupported modes ---------------------------------------------------------------------------
