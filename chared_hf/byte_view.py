@@ -83,11 +83,29 @@ class ByteView:
     """
 
     def __init__(self, table: ByteTable, logits: torch.Tensor):
-        self.table = table
         probs = torch.softmax(logits.detach().to(torch.float64), dim=-1).cpu()
+        self._fill(table, probs, probs.index_select(0, table.sorted_ids).numpy())
+
+    @classmethod
+    def batch(cls, table: ByteTable, logits: torch.Tensor) -> list[ByteView]:
+        """One view per row of ``logits`` (``[n, vocab]``), with batched softmax and sums."""
+        probs = torch.softmax(logits.detach().to(torch.float64), dim=-1).cpu()
+        # Row by row: index_select along the last dimension of a matrix is much slower.
+        ordered = torch.stack([row.index_select(0, table.sorted_ids) for row in probs])
+        sums = torch.cumsum(ordered, dim=1).numpy()
+        views = [cls.__new__(cls) for _ in range(len(probs))]
+        for view, row, sorted_row, cumsum in zip(views, probs, ordered.numpy(), sums,
+                                                 strict=True):
+            view._fill(table, row, sorted_row, cumsum)
+        return views
+
+    def _fill(self, table: ByteTable, probs: torch.Tensor, sorted_probs: np.ndarray,
+              cumsum: np.ndarray | None = None) -> None:
+        self.table = table
         # One cumulative sum per forward pass, over the text tokens in sorted order.
-        self.sorted_probs = probs[table.sorted_ids].numpy()
-        self.cumsum = np.concatenate([[0.0], np.cumsum(self.sorted_probs)])
+        self.sorted_probs = sorted_probs
+        cumsum = np.cumsum(sorted_probs) if cumsum is None else cumsum
+        self.cumsum = np.concatenate([[0.0], cumsum])
         self.probs = probs
         self.eos = float(probs[table.eos_ids].sum()) if len(table.eos_ids) else 0.0
 

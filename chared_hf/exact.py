@@ -134,7 +134,7 @@ class ExactMember:
         self.children, self.protected_child = [], None
         if not candidates:
             return self.children
-        nodes = self.tree.run([(h.node, t) for _, t, h in candidates])
+        nodes = self.tree.run([(h.node, t) for _, t, h in candidates], views=True)
         for candidate, node in zip(candidates, nodes, strict=True):
             self.children.append(Hypothesis(node, candidate[0], b""))
             if candidate is guard:

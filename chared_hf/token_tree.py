@@ -133,9 +133,10 @@ class TokenTree:
             node.path, node.logits, node._tree = nodes[end].path, nodes[end].logits, None
 
     def run(self, queries: list[tuple[Parent, int]],
-            keep_logits: Iterable[int] | None = None) -> list[Node]:
+            keep_logits: Iterable[int] | None = None, views: bool = False) -> list[Node]:
         """One node per ``(parent, token)`` query, all from one forward call. ``keep_logits``:
-        the queries whose distribution is wanted (default all)."""
+        the queries whose distribution is wanted (default all); ``views``: build those
+        distributions now, batched (else each when first asked for)."""
         self.flush()  # earlier requests first: their nodes may be parents here
         self._maybe_collect([p for p, _ in queries if isinstance(p, Node)])
         n, b = self.size, len(queries)
@@ -156,8 +157,12 @@ class TokenTree:
         self.forwards += 1
         logits = out.logits[0, -len(wanted):] if kwargs else out.logits[0, wanted]
         rows = dict(zip(wanted, logits.detach(), strict=True))
-        return [Node(visible[q].nonzero().squeeze(1), rows.get(q), table=self.table)
-                for q in range(b)]
+        nodes = [Node(visible[q].nonzero().squeeze(1), rows.get(q), table=self.table)
+                 for q in range(b)]
+        if views:
+            for q, view in zip(wanted, ByteView.batch(self.table, logits), strict=True):
+                nodes[q]._view, nodes[q].logits = view, None
+        return nodes
 
     def _mask(self, queries: list[tuple[Parent, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Which slots each query sees (the old slots, then the new ones), and its position."""

@@ -219,36 +219,59 @@ ADVERSARIAL = ["   leading spaces and  runs   ", "emoji 😀👍🏽🇫🇷 end
                "<0x0A> looks like </s> and <s>", "\t\t\n\n  \n", "x"]
 
 
-def _corpus_excerpt() -> str:
+def _corpus(limit: int, cut: int | None) -> list[str]:
+    """GSM8K records (question, then answer) spread over the file, each cut to ``cut``
+    characters."""
     import json
 
-    line = asset_path("corpora/gsm8k-test.jsonl").read_text().splitlines()[0]
-    return json.loads(line)["question"][:120]
+    lines = asset_path("corpora/gsm8k-test.jsonl").read_text().splitlines()
+    step = max(1, len(lines) // limit)
+    records = [json.loads(line) for line in lines[::step][:limit]]
+    return [(r["question"] + "\n" + r["answer"])[:cut] for r in records]
 
 
-BOUNDS = (1, 8)
+def _represents(tok, text: str) -> bool:
+    """Whether the tokenizer spells ``text`` without an unknown token."""
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    return tok.unk_token_id not in ids and tok.decode(ids) == text
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama2", "phi3", "qwen2"])
-def test_observed_text_is_never_impossible_under_any_bound(family):
-    """Pruning never gives observed text probability zero: the byte-per-token lineage is
-    kept (real tokenizers with byte-level BPE or byte fallback, tiny random models)."""
+def _assert_finite_under_every_bound(family: str, texts: list[str], bounds) -> None:
     from conftest import load_tokenizer
 
     tok = load_tokenizer(family)
     model = tiny_model(len(tok), seed=4, bos=tok.bos_token_id, eos=tok.eos_token_id)
-    for k in BOUNDS:
-        ens = CharEDModel.from_members([(model, tok)], marginalization="exact", max_hypotheses=k)
-        for text in [_corpus_excerpt(), *ADVERSARIAL]:
+    texts = [t for t in texts if _represents(tok, t)]
+    assert texts, family
+    ens = CharEDModel.from_members([(model, tok)], marginalization="exact")
+    for k in bounds:
+        ens.config.max_hypotheses = k  # the byte tables are built once
+        for text in texts:
             ids = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
             logits = ens(input_ids=ids).logits[0, :-1]
             score = float(logits.gather(-1, ids[0, 1:, None]).sum())
             assert math.isfinite(score), (family, k, text)
 
 
+FAMILIES = ["gpt2", "llama2", "phi3", "qwen2", "spm-unigram"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_observed_text_is_never_impossible_under_any_bound(family):
+    """Pruning never gives observed text probability zero: the byte-per-token lineage is
+    kept (real tokenizers, tiny random models; texts each tokenizer can spell)."""
+    _assert_finite_under_every_bound(family, [*_corpus(2, 160), *ADVERSARIAL], (1, 8))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_whole_corpus_records_are_never_impossible(family):
+    _assert_finite_under_every_bound(family, _corpus(40, None), (1, 8))
+
+
 def test_real_model_scores_corpus_text_finitely_at_the_smallest_bound(stories):
     ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=1)
-    for text in [_corpus_excerpt(), *ADVERSARIAL]:
+    for text in [*_corpus(2, 160), *ADVERSARIAL]:
         ids = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
         score = float(ens(input_ids=ids).logits[0, :-1].gather(-1, ids[0, 1:, None]).sum())
         assert math.isfinite(score), text
