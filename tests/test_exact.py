@@ -266,7 +266,7 @@ def test_observed_text_is_never_impossible_under_any_bound(family):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_whole_corpus_records_are_never_impossible(family):
-    _assert_finite_under_every_bound(family, _corpus(40, None), (1, 8))
+    _assert_finite_under_every_bound(family, _corpus(12, None), (1, 8))
 
 
 def test_real_model_scores_corpus_text_finitely_at_the_smallest_bound(stories):
