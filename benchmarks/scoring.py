@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--members", nargs="+", default=["stories", "smollm2"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--exact-bytes", type=int, default=100)
-    parser.add_argument("--unbounded-bytes", type=int, default=12)
+    parser.add_argument("--unbounded-bytes", type=int, default=9)
     parser.add_argument("--exact-repeats", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(2)
