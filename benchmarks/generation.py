@@ -37,6 +37,10 @@ def run(members: dict, names: list[str], new_bytes: int, repeats: int) -> list[d
     """Rows for the ensemble of ``names`` on every prompt."""
     ensemble = CharEDModel.from_members([members[n] for n in names])
     tok = ByteTokenizer()
+    with torch.no_grad():  # warm up the ensemble and the members' own generate
+        ensemble.generate(**tok(PROMPTS[0], return_tensors="pt"), max_new_tokens=16)
+        for n in names:
+            member_time(*members[n], PROMPTS[0], b"a warm-up text", 1)
     rows = []
     for prompt in PROMPTS:
         enc = tok(prompt, return_tensors="pt")

@@ -49,6 +49,8 @@ from .combine import combine
 from .state import Member, SequenceState
 from .token_tree import Node, TokenTree
 
+UNBOUNDED_LIMIT = 4096  # children one byte may need before the unbounded mode gives up
+
 
 @dataclass
 class Hypothesis:
@@ -131,6 +133,11 @@ class ExactMember:
             candidates = heapq.nlargest(self.k, candidates, key=lambda c: c[0])
             if guard is not None and not any(c is guard for c in candidates):
                 candidates.append(guard)
+        elif len(candidates) > UNBOUNDED_LIMIT:
+            raise ValueError(
+                f"max_hypotheses: None (no bound) would run {len(candidates)} tokens at once for "
+                f"one byte of this text (member {self.member.name!r}; the number of "
+                "tokenizations grows exponentially with the length); give a bound such as 8")
         self.children, self.protected_child = [], None
         if not candidates:
             return self.children

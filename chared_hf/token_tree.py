@@ -6,8 +6,10 @@ cached token is a *slot*; a ``Node`` lists the slots of its sequence. ``run`` ad
 of tokens in one forward call, each after its own parent (an existing node, an earlier token of
 the same call, or the start of text): the attention mask lets each query see its parent's
 slots and itself, and its position is its parent's length. Keys are cached after position
-encoding, so the slots' order in the cache does not matter. Slots that no live node uses are
-dropped once they outnumber the used ones (the copy is amortised).
+encoding, so the slots' order in the cache does not matter. ``request`` queues a sequence
+instead; every queued one runs in one call when any of them is first looked at (so the rows of
+a batch share their members' calls). Slots that no live node uses are dropped once they
+outnumber the used ones (the copy is amortised); holders of nodes ``register`` them.
 
 What it does not do: decide which tokens to run (``state``, ``exact``), or work with attention
 kernels that take no custom mask (flash attention) or caches that are not plain key/value

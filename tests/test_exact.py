@@ -201,6 +201,19 @@ def test_exact_generation_with_two_members(stories):
     assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
 
 
+def test_unbounded_mode_gives_up_clearly_when_a_byte_needs_too_many_tokens(monkeypatch):
+    import chared_hf.exact as exact
+
+    tok = piece_tokenizer(["a", "b", "ab", "ba", "aa", "abb", "bab"])
+    ens = CharEDModel.from_members([(_flat_model(len(tok), seed=3), tok)],
+                                   marginalization="exact", max_hypotheses=None)
+    monkeypatch.setattr(exact, "UNBOUNDED_LIMIT", 3)
+    ids = ByteTokenizer()("abababab", return_tensors="pt")["input_ids"]
+    with pytest.raises(ValueError, match=r"max_hypotheses: None \(no bound\) would run \d+ "
+                                         r"tokens at once .* give a bound such as 8"):
+        ens(input_ids=ids)
+
+
 @pytest.mark.parametrize("bad", [0, -3, 2.5, "many", True])
 def test_max_hypotheses_is_validated(bad):
     with pytest.raises(ValueError, match="max_hypotheses: expected a positive integer or None"):
