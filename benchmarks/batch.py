@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import PROMPTS, load_members, peak_rss_mb, print_table, timed, write_json
+from common import PROMPTS, load_members, report, timed
 
 from chared_hf import ByteTokenizer, CharEDModel
 
@@ -43,10 +43,7 @@ def main() -> None:
     rows = [{"members": "+".join(args.members), "prompts": len(BATCH),
              "new_bytes": args.new_bytes, "sequential_s": seq_s, "batched_s": bat_s,
              "throughput_ratio": seq_s / bat_s, "same_texts": same}]
-    print_table(rows, list(rows[0]))
-    path = write_json("batch-" + "+".join(args.members),
-                      {"args": vars(args), "rows": rows, "peak_rss_mb": peak_rss_mb()})
-    print(f"written to {path}")
+    report("batch", args, rows)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,15 @@ def write_json(name: str, payload: dict) -> Path:
     return path
 
 
+def report(kind: str, args, rows: list[dict]) -> None:
+    """Print ``rows`` as a table and write them, the arguments and the peak RSS, to
+    ``benchmarks/results/<kind>-<members>.json``."""
+    print_table(rows, list(rows[0]))
+    path = write_json(f"{kind}-" + "+".join(args.members),
+                      {"args": vars(args), "rows": rows, "peak_rss_mb": peak_rss_mb()})
+    print(f"peak RSS {peak_rss_mb():.0f} MB; written to {path}")
+
+
 def print_table(rows: list[dict], columns: list[str]) -> None:
     widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
     print(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))

@@ -19,7 +19,7 @@ import math
 import time
 
 import torch
-from common import corpus, load_members, peak_rss_mb, print_table, write_json
+from common import corpus, load_members, report
 
 from chared_hf import ByteTokenizer, CharEDModel
 
@@ -74,10 +74,7 @@ def main() -> None:
             rows.append({"member": name, "method": label, "bytes": len(text),
                          "bits_per_byte": -nats / math.log(2) / len(text),
                          "ms_per_byte": 1000 * seconds / len(text)})
-    print_table(rows, list(rows[0]))
-    path = write_json("genlm-" + "+".join(args.members),
-                      {"args": vars(args), "rows": rows, "peak_rss_mb": peak_rss_mb()})
-    print(f"written to {path}")
+    report("genlm", args, rows)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import argparse
 import math
 
 import torch
-from common import corpus, load_members, peak_rss_mb, print_table, timed, write_json
+from common import corpus, load_members, report, timed
 
 from chared_hf import ByteTokenizer, CharEDModel
 
@@ -110,10 +110,7 @@ def main() -> None:
     tiny = [c.encode()[:args.unbounded_bytes].decode("utf-8", "ignore") for c in chunks]
     rows += rows_for(members, args.members, f"first {args.unbounded_bytes} B", tiny,
                      [("chared", None), ("exact", 8), ("exact", None)], args.exact_repeats)
-    print_table(rows, list(rows[0]))
-    path = write_json("scoring-" + "+".join(args.members),
-                      {"args": vars(args), "rows": rows, "peak_rss_mb": peak_rss_mb()})
-    print(f"peak RSS {peak_rss_mb():.0f} MB; written to {path}")
+    report("scoring", args, rows)
 
 
 if __name__ == "__main__":
