@@ -44,8 +44,8 @@ from .chat import member_chat_ids
 from .configuration import DEFAULT_MAX_HYPOTHESES, CharEDConfig, check_weights
 from .exact import ExactSequenceState
 from .loading import AUTO_MAP, HUB_OPTIONS, load_member, write_remote_code
-from .state import CACHE_KW, EnsembleCache, Member, SequenceState, drive, finish
-from .token_tree import TokenTree
+from .state import EnsembleCache, Member, SequenceState, drive, finish
+from .token_tree import CACHE_KW, TokenTree
 from .tokenization import (
     BOS_ID,
     CHAT_IDS,

@@ -41,10 +41,9 @@ import torch
 from .byte_view import EPS, ByteTable, ByteView
 from .combine import combine
 from .token_bytes import TokenBytes, _split_utf8
-from .token_tree import CACHE_KW, Node, TokenTree
+from .token_tree import Node, TokenTree
 
 T = TypeVar("T")
-__all__ = ["CACHE_KW", "EnsembleCache", "Member", "MemberState", "SequenceState", "TextCursor"]
 
 DECIDE_RULES = ("greedy", "sample", "marginal")
 
@@ -103,10 +102,6 @@ class MemberState:
         self.start: list[int] = []  # the ids the member's context starts with (kept when cut)
         self.saved: Node | None = None  # the node of an open branch (see snapshot)
         self.cursor: TextCursor | None = None  # teacher forcing: speculate along the text
-
-    @property
-    def forwards(self) -> int:
-        return self.tree.forwards
 
     @property
     def view(self) -> ByteView:
@@ -188,9 +183,11 @@ class MemberState:
         commits along them need no forward call. Returns the node after ``ids``."""
         tb = self.member.token_bytes
         ahead, _ = _split_utf8(self.pending + self.cursor.ahead(SPECULATE_BYTES))
-        lead = len(tb.lead) if self.lead_pending else 0
-        guess = tb.encode(ahead.encode("utf-8")[lead:], at_start=True) if self.lead_pending else (
-            tb.encode(ahead.encode("utf-8"), at_start=False) if ahead else [])
+        text = ahead.encode("utf-8")
+        if self.lead_pending:  # the text starts with the member's dummy prefix
+            guess = tb.encode(text[len(tb.lead):], at_start=True)
+        else:
+            guess = tb.encode(text, at_start=False) if text else []
         queries: list[tuple[Node | int | None, int]] = []
         for j, t in enumerate(ids + guess):
             parent = node if j == 0 else j - 1

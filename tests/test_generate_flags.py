@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from chared_hf import ByteTokenizer, CharEDModel, EnsembleCache
-from chared_hf.state import CACHE_KW
+from chared_hf.token_tree import CACHE_KW
 from chared_hf.tokenization import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 
 PIECES = ["a", "b", "c", " ", "ab", "bc", "ca", " a", "abc", "cab", "b c"]
