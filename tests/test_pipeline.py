@@ -144,3 +144,22 @@ def test_tiny_member_without_template_uses_the_plain_format():
     assert rendered[0] == 1  # the member's own start of text
     assert ens.members[0].token_bytes.spell(rendered[1:]) == \
         b"System: be kind\nUser: hi\nAssistant:"
+
+
+@pytest.mark.parametrize("family", ["phi3", "qwen2"])
+def test_ordinary_messages_get_the_tokenizers_own_template_ids(family):
+    """With no forged markers, a member's prompt is exactly what its tokenizer's own
+    ``apply_chat_template`` gives: markup after a special token is tokenized as the tokenizer
+    does (phi3's SentencePiece adds "▁" there), markup after a message continues its text."""
+    from chared_hf.state import Member
+
+    tok = load_tokenizer(family)
+    member = Member.build(tiny_model(len(tok)), tok)
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi there!\nHow are you?"},
+                {"role": "assistant", "content": "Fine."},
+                {"role": "user", "content": "What is 2+3?"}]
+    want = tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+    got = member_chat_ids(member, [*messages, {"role": "assistant", "content": ""}],
+                          open_last=True)
+    assert got == list(want["input_ids"])

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The README's results table for `chared` on stories260K + SmolLM2-135M-Instruct: fit weights
+# on a development text, score held-out texts at those weights (paper and exact modes), then
+# HumanEval and GSM8K on the first LIMIT problems. Each command's JSON summary, its JSON lines
+# and its wall time go to benchmarks/results/cli/.
+#   bash benchmarks/cli_results.sh [LIMIT]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LIMIT="${1:-40}"
+A="${CHARED_ASSETS:-../shared/assets}/models"
+MEMBERS=(--member "$A/stories260K" --member "$A/SmolLM2-135M-Instruct.Q4_1.gguf")
+T=benchmarks/results/texts
+OUT=benchmarks/results/cli
+mkdir -p "$OUT"
+python benchmarks/cli_texts.py
+
+run() {  # run NAME ARGS...: chared ARGS --json --output OUT/NAME.jsonl > OUT/NAME.json
+  local name=$1; shift
+  local start=$SECONDS
+  chared "$@" "${MEMBERS[@]}" --json --output "$OUT/$name.jsonl" > "$OUT/$name.json"
+  echo "$name: $((SECONDS - start)) s" | tee -a "$OUT/times.txt"
+}
+
+: > "$OUT/times.txt"
+run fit fit-weights "$T/dev.txt" --heldout "$T/heldout.txt"
+read -r -a W < <(python -c "import json; print(*json.load(open('$OUT/fit.json'))['weights'])")
+for text in story humaneval gsm8k; do
+  run "score-$text" score "$T/$text-heldout.txt" --weights "${W[@]}"
+  run "score-$text-exact" score "$T/$text-heldout.txt" --weights "${W[@]}" \
+    --marginalization exact
+done
+run humaneval eval humaneval --limit "$LIMIT" --weights "${W[@]}"
+run gsm8k eval gsm8k --limit "$LIMIT" --weights "${W[@]}"

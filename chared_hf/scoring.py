@@ -1,0 +1,143 @@
+"""Bits per byte of a text: members' own figures, the ensemble's, and fitted mixture weights.
+
+What it does:
+  * ``split_text(text, size)`` cuts a long text into pieces of about ``size`` bytes (after a
+    newline where there is one); every figure here scores each piece from its start, so that
+    members and ensemble see the same contexts and no piece outgrows a context window.
+  * ``own_logprob(model, tokenizer, text)``: the member's own token-level log-probability of
+    its canonical tokenization of ``text`` after its start of text (what ``bits per byte`` of a
+    model usually means: divide by the bytes).
+  * ``byte_logprobs(ensemble, text)``: the log-probability of every byte of ``text`` under a
+    ``CharEDModel`` (teacher forcing after ``<s>``; ``-inf`` where the paper mode cannot spell
+    the text).
+  * ``fit_mixture_weights(logp)``: EM for linear-interpolation weights, given each member's
+    probability of every byte. EM needs those probabilities to be independent of the weights,
+    which holds for members scored as exact byte-level LMs (``marginalization="exact"``): a
+    mixture of exact members then gives every byte exactly ``Σ w_i P_i(b)``.
+
+What it does not do: load models, read files, or run generation benchmarks (``tasks``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .modeling import CharEDModel
+from .tokenization import ByteTokenizer
+
+LN2 = math.log(2)
+
+
+def split_text(text: str, size: int = 2000) -> list[str]:
+    """Consecutive pieces of about ``size`` UTF-8 bytes whose concatenation is ``text``; a
+    piece ends after a newline where one falls in its second half, else after ``size``
+    characters (never inside a character)."""
+    if size < 1:
+        raise ValueError(f"size: expected a positive number of bytes, got {size}")
+    out = []
+    while text:
+        if len(text.encode()) <= size:
+            out.append(text)
+            break
+        cut = _char_cut(text, size)
+        newline = text.rfind("\n", 0, cut) + 1
+        cut = newline if newline > cut // 2 else cut
+        out.append(text[:cut])
+        text = text[cut:]
+    return out
+
+
+def _char_cut(text: str, size: int) -> int:
+    """The number of leading characters of ``text`` that fit in ``size`` bytes (at least 1)."""
+    return max(1, len(text.encode()[:size].decode("utf-8", "ignore")))
+
+
+def own_logprob(model, tokenizer, text: str) -> float:
+    """The member's log-probability (nats) of its own tokenization of ``text``, after its start
+    of text (BOS, or its end-of-text id when it has no BOS). Texts longer than the model's
+    window are scored in windows, each restarted from the start id."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else (
+        tokenizer.eos_token_id)
+    if start is None:
+        raise ValueError("tokenizer: a member needs a BOS or an end-of-text token to score "
+                         "a text from its start")
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    window = int(getattr(model.config, "max_position_embeddings", 0) or 2048) - 1
+    total = 0.0
+    device = next(model.parameters()).device
+    for begin in range(0, len(ids), window):
+        piece = torch.tensor([[start, *ids[begin:begin + window]]], device=device)
+        with torch.no_grad():
+            logits = model(input_ids=piece).logits[0, :-1].double()
+        total += float(torch.log_softmax(logits, -1).gather(-1, piece[0, 1:, None]).sum())
+    return total
+
+
+def byte_logprobs(ensemble: CharEDModel, text: str) -> np.ndarray:
+    """Natural log-probability of each byte of ``text`` under ``ensemble``, read from ``<s>``
+    (shape ``[bytes]``; ``-inf`` where the ensemble gives a byte probability zero)."""
+    ids = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
+    if ids.shape[1] < 2:
+        raise ValueError("text: expected at least one byte to score")
+    with torch.no_grad():
+        logits = ensemble(input_ids=ids).logits[0, :-1].double()
+    return logits.gather(-1, ids[0, 1:, None].to(logits.device))[:, 0].cpu().numpy()
+
+
+def exact_members(members: list, max_hypotheses: int | None) -> list[CharEDModel]:
+    """Each ``(model, tokenizer)`` as a one-member exact byte-level LM (weights do not enter)."""
+    return [CharEDModel.from_members([pair], marginalization="exact",
+                                     max_hypotheses=max_hypotheses) for pair in members]
+
+
+def bits_per_byte(nats: float, n_bytes: int) -> float:
+    """Natural-log total over a number of bytes -> bits per byte."""
+    return -nats / LN2 / n_bytes
+
+
+def mixture_logprobs(logp: np.ndarray, weights) -> np.ndarray:
+    """Per-byte log-probabilities of the mixture ``Σ w_i P_i`` from members' ``logp[i, j]``."""
+    w = np.asarray(weights, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return _logsumexp(np.log(w / w.sum())[:, None] + logp, axis=0)
+
+
+def fit_mixture_weights(logp: np.ndarray, init=None, tol: float = 1e-7,
+                        max_iter: int = 1000) -> tuple[np.ndarray, int]:
+    """EM for the weights of ``Σ w_i P_i`` that maximise the likelihood of the bytes.
+
+    Args:
+        logp: ``[members, bytes]`` natural log-probabilities of each observed byte under each
+            member (independent of the weights, e.g. exact byte-level members).
+        init: starting weights (default equal).
+        tol: stop when no weight moves by more than this.
+    Returns:
+        the weights (summing to one) and the number of EM iterations run.
+    """
+    logp = np.asarray(logp, dtype=np.float64)
+    if logp.ndim != 2 or logp.shape[1] == 0:
+        raise ValueError("logp: expected a [members, bytes] array with at least one byte")
+    if not np.isfinite(mixture_logprobs(logp, np.ones(len(logp)))).all():
+        raise ValueError("logp: some byte has probability zero under every member")
+    w = np.full(len(logp), 1.0 / len(logp)) if init is None else np.asarray(init, float)
+    w = w / w.sum()
+    for it in range(1, max_iter + 1):
+        # E step: each member's responsibility for each byte; M step: their mean.
+        with np.errstate(divide="ignore"):
+            joint = np.log(w)[:, None] + logp
+        resp = np.exp(joint - _logsumexp(joint, axis=0)[None, :])
+        new = resp.mean(axis=1)
+        if np.abs(new - w).max() < tol:
+            return new, it
+        w = new
+    return w, max_iter
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    top = np.max(x, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(top, axis) + np.log(np.exp(x - top).sum(axis=axis))

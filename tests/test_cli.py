@@ -1,0 +1,235 @@
+"""The ``chared`` command on tiny model folders: every subcommand, its JSON and JSON-lines
+output, figures checked against the Python API, and the error paths (one line, exit 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import save_tiny_member
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from chared_hf import ByteTokenizer, CharEDModel
+from chared_hf.cli import main
+from chared_hf.scoring import bits_per_byte, byte_logprobs, own_logprob, split_text
+
+TEXT = "ab ca cab\nab c\nbca ab a\n"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("members")
+    a = save_tiny_member(root / "a", ["a", "b", "c", " ", "\n", "ab", "ca", " a"], seed=3)
+    b = save_tiny_member(root / "b", ["a", "b", "c", " ", "\n", "bc", "a b", "cab"], seed=4)
+    return [str(a), str(b)]
+
+
+def _members(folders):
+    return [x for f in folders for x in ("--member", f)]
+
+
+def _loaded(folder):
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
+def _run_json(capsys, *argv) -> dict:
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_generate_streams_what_the_model_generates(folders, capsys):
+    assert main(["generate", *_members(folders), "--max-new-bytes", "12", "ab"]) == 0
+    streamed = capsys.readouterr().out
+    ens = CharEDModel.from_members([_loaded(f) for f in folders])
+    tok = ByteTokenizer()
+    out = ens.generate(**tok("ab", return_tensors="pt"), max_new_tokens=12)
+    assert streamed.rstrip("\n") == tok.decode(out[0], skip_special_tokens=True)
+    result = _run_json(capsys, "generate", *_members(folders), "--max-new-bytes", "12",
+                       "--json", "ab")
+    assert "ab" + result["text"] == streamed.rstrip("\n")
+
+
+def test_generate_samples_reproducibly(folders, capsys):
+    argv = ["generate", *_members(folders), "--sample", "--seed", "7", "--json", "--weights",
+            "0.3", "0.7", "--max-new-bytes", "20", "c"]
+    assert _run_json(capsys, *argv) == _run_json(capsys, *argv)
+
+
+def test_score_reports_members_own_figures_and_the_ensemble(folders, tmp_path, capsys):
+    text_file = tmp_path / "t.txt"
+    text_file.write_text(TEXT)
+    log = tmp_path / "log.jsonl"
+    result = _run_json(capsys, "score", *_members(folders), str(text_file), "--weights", "1",
+                       "3", "--json", "--output", str(log), "--chunk-bytes", "10")
+    rows = {r["system"]: r for r in result["results"]}
+    n = len(TEXT.encode())
+    pairs = [_loaded(f) for f in folders]
+    pieces = split_text(TEXT, 10)
+    assert len(pieces) == 3
+    for name, (model, tok) in zip(("a", "b"), pairs, strict=True):
+        want = bits_per_byte(sum(own_logprob(model, tok, p) for p in pieces), n)
+        assert rows[name]["bits_per_byte"] == pytest.approx(want, rel=1e-6)
+    ens = CharEDModel.from_members(pairs, weights=[1, 3])
+    want = bits_per_byte(sum(float(byte_logprobs(ens, p).sum()) for p in pieces), n)
+    assert rows["ensemble"]["bits_per_byte"] == pytest.approx(want, rel=1e-6)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sum(1 for r in lines if r.get("system") == "ensemble" and "piece" in r) == 3
+    assert lines[-1]["summary"] == result["results"]
+
+
+def test_fit_weights_minimises_bits_per_byte_and_matches_the_exact_ensemble(folders, tmp_path,
+                                                                            capsys):
+    dev, held = tmp_path / "dev.txt", tmp_path / "held.txt"
+    dev.write_text("ab ab ab ca\ncab ab\n")
+    held.write_text("ca ab cab\n")
+    result = _run_json(capsys, "fit-weights", *_members(folders), str(dev), "--heldout",
+                       str(held), "--max-hypotheses", "4", "--json")
+    weights = result["weights"]
+    assert sum(weights) == pytest.approx(1.0, abs=1e-3)
+    dev_rows = {r["system"]: r["bits_per_byte"] for r in result["results"] if r["text"] == "dev"}
+    assert dev_rows["fitted weights"] <= min(dev_rows.values()) + 1e-9
+    held_rows = {r["system"]: r["bits_per_byte"] for r in result["results"]
+                 if r["text"] == "heldout"}
+    # The held-out figure is what the exact mixture at those weights gives, byte for byte.
+    scored = _run_json(capsys, "score", *_members(folders), str(held), "--json",
+                       "--marginalization", "exact", "--max-hypotheses", "4",
+                       "--weights", *map(str, weights))
+    ensemble = next(r for r in scored["results"] if r["system"] == "ensemble")
+    assert ensemble["bits_per_byte"] == pytest.approx(held_rows["fitted weights"], abs=2e-3)
+
+
+def _problems(tmp_path: Path) -> Path:
+    path = tmp_path / "problems.jsonl"
+    rows = [{"task_id": f"T/{i}", "prompt": "def f(x):\n", "entry_point": "f",
+             "canonical_solution": "    return x\n",
+             "test": "def check(c):\n    assert c(2) == 2\n"} for i in range(3)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_eval_humaneval_reports_each_member_and_the_ensemble(folders, tmp_path, capsys):
+    log = tmp_path / "he.jsonl"
+    result = _run_json(capsys, "eval", "humaneval", *_members(folders), "--data",
+                       str(_problems(tmp_path)), "--limit", "2", "--json", "--output", str(log))
+    assert [r["system"] for r in result["results"]] == ["a", "b", "ensemble"]
+    assert all(r["problems"] == 2 and r["pass@1"] == r["correct"] / 2 for r in result["results"])
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    per_problem = [r for r in records if "completion" in r]
+    assert len(per_problem) == 6
+    assert all(len(r["completion"].encode()) <= 512 for r in per_problem)
+
+
+def test_eval_gsm8k_reads_a_given_file(folders, tmp_path, capsys):
+    data = tmp_path / "gsm.jsonl"
+    data.write_text(json.dumps({"question": "What is 1+1?", "answer": "1+1=2\n#### 2"}) + "\n")
+    result = _run_json(capsys, "eval", "gsm8k", *_members(folders), "--data", str(data),
+                       "--json")
+    assert [r["problems"] for r in result["results"]] == [1, 1, 1]
+    assert all(r["accuracy"] in (0.0, 1.0) for r in result["results"])
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
+    (tmp_path / "ok.txt").write_text(TEXT)
+    return tmp_path
+
+
+ERRORS = [
+    (["score", "--member", "{tmp}/missing", "{tmp}/ok.txt"],
+     r"--member: '.*missing' does not exist"),
+    (["score", "--member", "{tmp}/m.gguf", "{tmp}/ok.txt"], r"--member: '.*m.gguf' does not exist"),
+    (["score", "{A}", "{B}", "{tmp}/ok.txt", "--weights", "1"],
+     r"--weights: expected 2 weights \(one per --member\), got 1"),
+    (["score", "{A}", "{B}", "{tmp}/ok.txt", "--weights", "1", "-1"],
+     r"--weights: expected finite non-negative numbers"),
+    (["score", "{A}", "{B}", "{tmp}/empty.txt"], r"FILE: '.*empty.txt' is empty"),
+    (["score", "{A}", "{B}", "{tmp}/latin1.txt"],
+     r"FILE: '.*latin1.txt' is not UTF-8 text \(byte 0xe9 at offset 3\)"),
+    (["score", "{A}", "{B}", "{tmp}/none.txt"], r"FILE: cannot read '.*none.txt'"),
+    (["fit-weights", "{A}", "{B}", "{tmp}/ok.txt", "--heldout", "{tmp}/empty.txt"],
+     r"--heldout: '.*empty.txt' is empty"),
+    (["eval", "mmlu", "{A}"], r"argument benchmark: invalid choice: 'mmlu'"),
+    (["eval", "gsm8k", "{A}", "--data", "{tmp}/none.jsonl"], r"--data: no GSM8K file at"),
+    (["eval", "humaneval", "{A}", "--data", "{tmp}/ok.txt"], r"problems: .* is not JSON lines"),
+    (["score", "{A}", "--max-hypotheses", "0", "{tmp}/ok.txt"],
+     r"argument --max-hypotheses: expected a positive integer or 'none', got '0'"),
+    (["score", "{A}", "{tmp}/ok.txt", "--output", "{tmp}/no/such/dir/x.jsonl"],
+     r"--output: cannot write"),
+    (["generate", "{A}", "--max-new-bytes", "0", "x"], r"argument --max-new-bytes: expected a "
+     "positive integer, got '0'"),
+    (["score", "{tmp}/ok.txt"], r"the following arguments are required: --member"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), ERRORS)
+def test_bad_input_is_one_line_and_exit_status_2(folders, files, capsys, argv, message):
+    fill = {"tmp": str(files), "A": None, "B": None}
+    args = []
+    for a in argv:
+        if a in ("{A}", "{B}"):
+            args += ["--member", folders[a == "{B}"]]
+        else:
+            args.append(a.format(**fill))
+    try:
+        status = main(args)
+    except SystemExit as exit_:  # argparse's own errors
+        status = exit_.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and "Loading weights" not in line]
+    assert status == 2
+    assert len(lines) == 1 and lines[0].startswith("chared"), err
+    assert "Traceback" not in err
+    assert re.search(message, lines[0]), lines[0]
+
+
+def _cli(*argv, **kwargs):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "chared_hf.cli", *argv], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_a_hub_id_that_cannot_be_reached_is_one_line(tmp_path):
+    proc = _cli("generate", "--member", "nobody/no-such-model-xyz", "hi")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(
+        "chared generate: error: --member: cannot load 'nobody/no-such-model-xyz'")
+
+
+def test_ctrl_c_keeps_the_results_so_far(folders, tmp_path):
+    data = tmp_path / "gsm.jsonl"
+    row = json.dumps({"question": "What is 1+1?", "answer": "#### 2"}) + "\n"
+    data.write_text(row * 400)
+    log = tmp_path / "log.jsonl"
+    proc = _cli("eval", "gsm8k", *_members(folders), "--data", str(data), "--output", str(log))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not log.exists() or log.read_text().count("\n") < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; results so far are in" in err and "Traceback" not in err
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sum("completion" in r for r in records) >= 3
+    assert records[-1]["interrupted"] is True
+    assert "(interrupted: results so far)" in out
+
+
+def test_every_subcommand_has_help(capsys):
+    for command in ("generate", "score", "fit-weights", "eval"):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0
+        assert "--member" in capsys.readouterr().out
+
+
