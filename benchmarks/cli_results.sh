@@ -12,7 +12,7 @@ MEMBERS=(--member "$A/stories260K" --member "$A/SmolLM2-135M-Instruct.Q4_1.gguf"
 T=benchmarks/results/texts
 OUT=benchmarks/results/cli
 mkdir -p "$OUT"
-python benchmarks/cli_texts.py
+python benchmarks/cli_texts.py --bytes 700
 
 run() {  # run NAME ARGS...: chared ARGS --json --output OUT/NAME.jsonl > OUT/NAME.json
   local name=$1; shift
@@ -22,12 +22,12 @@ run() {  # run NAME ARGS...: chared ARGS --json --output OUT/NAME.jsonl > OUT/NA
 }
 
 : > "$OUT/times.txt"
-run fit fit-weights "$T/dev.txt" --heldout "$T/heldout.txt"
+run fit fit-weights "$T/dev.txt" --heldout "$T/heldout.txt" --max-hypotheses 4
 read -r -a W < <(python -c "import json; print(*json.load(open('$OUT/fit.json'))['weights'])")
 for text in story humaneval gsm8k; do
   run "score-$text" score "$T/$text-heldout.txt" --weights "${W[@]}"
   run "score-$text-exact" score "$T/$text-heldout.txt" --weights "${W[@]}" \
-    --marginalization exact
+    --marginalization exact --max-hypotheses 4
 done
 run humaneval eval humaneval --limit "$LIMIT" --weights "${W[@]}"
 run gsm8k eval gsm8k --limit "$LIMIT" --weights "${W[@]}"

@@ -2,9 +2,9 @@
 
 Into ``benchmarks/results/texts/`` (git-ignored): a development text (the first half of the
 children's story, then HumanEval prompts with their canonical solutions and GSM8K reference
-answers, about 1,500 bytes of each) and held-out texts from the same three sources that do not
-overlap it (``story-heldout.txt``, ``humaneval-heldout.txt``, ``gsm8k-heldout.txt`` and their
-concatenation ``heldout.txt``).
+answers, whole items until ``--bytes`` of each) and held-out texts from the same three
+sources that do not overlap it (``story-heldout.txt``, ``humaneval-heldout.txt``,
+``gsm8k-heldout.txt`` and their concatenation ``heldout.txt``).
 
     python benchmarks/cli_texts.py [--bytes 1500]
 """

@@ -64,6 +64,28 @@ def load_member(ref: str):
         raise CLIError(f"--member: cannot load {ref!r}: {first}") from None
 
 
+def load_members(args) -> tuple[list[str], list[tuple]]:
+    """Names and (model, tokenizer) pairs of ``--member``, or of the demo ensemble when none
+    is given (its weights become the default ``--weights``)."""
+    if not args.member:
+        from .demo import load_demo
+
+        demo = load_demo()
+        if args.weights is None:
+            args.weights = list(demo.member_weights)
+        return [m.name for m in demo.members], [(m.model, m.tokenizer) for m in demo.members]
+    return [member_name(ref) for ref in args.member], [load_member(ref) for ref in args.member]
+
+
+def _member_count(args) -> int:
+    if args.member:
+        return len(args.member)
+    from .configuration import CharEDConfig
+    from .demo import DEMO_PATH
+
+    return len(CharEDConfig.from_pretrained(DEMO_PATH).members)
+
+
 def member_name(ref: str) -> str:
     path = Path(ref)
     return path.stem if path.suffix == ".gguf" else (path.name or ref)
@@ -101,8 +123,9 @@ class _Parser(argparse.ArgumentParser):
 def _member_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("ensemble")
-    group.add_argument("--member", action="append", required=True, metavar="REF",
-                       help="a Hub id, a model folder or a .gguf file (repeat for each member)")
+    group.add_argument("--member", action="append", metavar="REF",
+                       help="a Hub id, a model folder or a .gguf file (repeat for each member; "
+                       "default: the demo ensemble inside the package)")
     group.add_argument("--weights", type=float, nargs="+", metavar="W",
                        help="one weight per member (default equal)")
     group.add_argument("--combine", default="mixture", choices=["mixture", "product"])
@@ -236,13 +259,13 @@ def _check_weights_early(args) -> None:
     """Catch bad weights before loading any model."""
     if args.weights is not None:
         try:
-            check_weights(args.weights, len(args.member))
+            check_weights(args.weights, _member_count(args))
         except ValueError as err:
             raise CLIError("--" + str(err).replace("member)", "--member)")) from None
 
 
 def _generate(args, report: Report) -> None:
-    model = _ensemble(args, [load_member(ref) for ref in args.member])
+    model = _ensemble(args, load_members(args)[1])
     tok = ByteTokenizer()
     set_seed(args.seed)
     sampling = dict(do_sample=True, temperature=args.temperature, top_p=args.top_p, top_k=0)
@@ -263,14 +286,14 @@ def _generate(args, report: Report) -> None:
 
 def _score(args, report: Report) -> None:
     text = read_text(args.file, "FILE")
-    members = [load_member(ref) for ref in args.member]
+    names, members = load_members(args)
     model = _ensemble(args, members)
     pieces = scoring.split_text(text, args.chunk_bytes)
     total = len(text.encode())
     rows: list[dict] = []
     try:
-        for ref, (m, t) in zip(args.member, members, strict=True):
-            rows.append(_score_system(report, member_name(ref), "own", pieces, total,
+        for name, (m, t) in zip(names, members, strict=True):
+            rows.append(_score_system(report, name, "own", pieces, total,
                                       lambda p, m=m, t=t: (scoring.own_logprob(m, t, p), 0)))
         rows.append(_score_system(report, "ensemble", _mode(args), pieces, total,
                                   lambda p: _finite_sum(scoring.byte_logprobs(model, p))))
@@ -312,9 +335,8 @@ def _score_system(report: Report, name: str, mode: str, pieces, total: int, fn) 
 def _fit_weights(args, report: Report) -> None:
     dev = read_text(args.file, "DEV_FILE")
     heldout = read_text(args.heldout, "--heldout") if args.heldout else None
-    names = [member_name(ref) for ref in args.member]
-    exact = scoring.exact_members([load_member(ref) for ref in args.member],
-                                  args.max_hypotheses)
+    names, members = load_members(args)
+    exact = scoring.exact_members(members, args.max_hypotheses)
     init = None if args.weights is None else np.asarray(args.weights, dtype=np.float64)
     dev_logp = _member_byte_logprobs(report, "dev", exact, names, dev, args.chunk_bytes)
     weights, iterations = scoring.fit_mixture_weights(dev_logp, init=init)
@@ -361,9 +383,9 @@ def _mixture_rows(label: str, logp: np.ndarray, names, weights) -> list[dict]:
 
 def _eval(args, report: Report) -> None:
     problems = _problems(args)
-    members = [load_member(ref) for ref in args.member]
-    systems: list = [tasks.MemberCompleter(m, t, member_name(ref))
-                     for ref, (m, t) in zip(args.member, members, strict=True)]
+    names, members = load_members(args)
+    systems: list = [tasks.MemberCompleter(m, t, name)
+                     for name, (m, t) in zip(names, members, strict=True)]
     systems.append(tasks.EnsembleCompleter(_ensemble(args, members)))
     rows: list[dict] = []
     try:

@@ -112,7 +112,9 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         for i, pair in enumerate(members):
             model, tokenizer = _check_pair(i, pair)
             self.add_module(f"member_{i}", model)  # registered: model.device, .to(), save
-            name = getattr(getattr(model, "config", None), "name_or_path", "") or f"member_{i}"
+            # A short name for messages and reports: the folder's or Hub repository's last part.
+            path = str(getattr(getattr(model, "config", None), "name_or_path", "") or "")
+            name = path.rstrip("/").rsplit("/", 1)[-1] or f"member_{i}"
             self.members.append(Member.build(model, tokenizer, name=name))
         self.generation_config = default_generation_config()
         self._set_device_map(force=bool((member_kwargs or {}).get("device_map")))

@@ -63,6 +63,15 @@ def test_generate_samples_reproducibly(folders, capsys):
     assert _run_json(capsys, *argv) == _run_json(capsys, *argv)
 
 
+def test_no_member_means_the_demo_ensemble(capsys):
+    from chared_hf.demo import load_demo
+
+    result = _run_json(capsys, "generate", "--max-new-bytes", "30", "--json", "Once upon a time")
+    demo, tok = load_demo(), ByteTokenizer()
+    out = demo.generate(**tok("Once upon a time", return_tensors="pt"), max_new_tokens=30)
+    assert result["text"] == tok.decode(out[0, 17:], skip_special_tokens=True)
+
+
 def test_score_reports_members_own_figures_and_the_ensemble(folders, tmp_path, capsys):
     text_file = tmp_path / "t.txt"
     text_file.write_text(TEXT)
@@ -167,7 +176,8 @@ ERRORS = [
      r"--output: cannot write"),
     (["generate", "{A}", "--max-new-bytes", "0", "x"], r"argument --max-new-bytes: expected a "
      "positive integer, got '0'"),
-    (["score", "{tmp}/ok.txt"], r"the following arguments are required: --member"),
+    (["score", "{tmp}/ok.txt", "--weights", "1", "2", "3"],
+     r"--weights: expected 2 weights \(one per --member\), got 3"),  # the demo's two
 ]
 
 
