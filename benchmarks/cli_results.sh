@@ -6,6 +6,9 @@
 #   bash benchmarks/cli_results.sh [LIMIT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One thread: on a shared two-core machine a second OpenMP thread that waits for a busy core
+# makes single-token forwards many times slower; one thread is as fast here when alone.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 LIMIT="${1:-40}"
 A="${CHARED_ASSETS:-../shared/assets}/models"
 MEMBERS=(--member "$A/stories260K" --member "$A/SmolLM2-135M-Instruct.Q4_1.gguf")

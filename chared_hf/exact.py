@@ -31,8 +31,10 @@ attention mask) at its own position. Slots no hypothesis uses any more are dropp
 
 What it does not do: cut a context longer than the member's window (the paper mode does), or
 run members with attention kernels that take no custom mask (flash attention). A member none
-of whose hypotheses can spell an observed byte (a lossy tokenizer) is left out, like a member
-that cannot follow.
+of whose hypotheses can spell an observed byte (a lossy tokenizer) gives that byte probability
+zero (its weight goes to the other members, whose distributions still sum to one), then
+restarts from its heaviest hypothesis with the byte committed as its own encoding (``<unk>``)
+and follows the text again from the next byte.
 """
 
 from __future__ import annotations
@@ -188,6 +190,9 @@ class ExactMember:
                 kept.append((h.logp + math.log(mass), Hypothesis(h.node, h.logp, pending)))
                 if h is base:
                     guard = kept[-1]
+        if not kept:  # no tokenization spells `byte` (a lossy tokenizer)
+            self._reroot(everyone, byte)
+            return
         if self.k is not None:
             kept = sorted(kept, key=lambda c: c[0], reverse=True)[: self.k]
             if guard is not None and not any(c is guard for c in kept):
@@ -202,6 +207,21 @@ class ExactMember:
                 best.view.ending_ids(best.pending)[1].sum()) > 0:
             self.protected = best
         self.children = None
+
+
+    def _reroot(self, everyone: list[Hypothesis], byte: int) -> None:
+        """Restart after a byte no hypothesis can spell: the heaviest hypothesis commits its
+        pending bytes and ``byte`` as the member's own encoding of them (``<unk>`` where it
+        has no piece). The member gave ``byte`` probability zero; it follows again from the
+        next byte, at a token boundary."""
+        anchor = max(everyone, key=lambda h: h.logp)
+        try:
+            ids = self.member.token_bytes.encode(anchor.pending + bytes((byte,)))
+        except ValueError:  # neither a byte fallback nor an unknown token: skip the byte
+            ids = []
+        node = self.tree.chain(anchor.node, ids) if ids else anchor.node
+        self.hyps = [Hypothesis(node, anchor.logp, b"")]
+        self.protected, self.children = self.hyps[0], None
 
 
 class ExactSequenceState(SequenceState):

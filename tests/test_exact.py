@@ -10,13 +10,15 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
-from conftest import asset_path, piece_tokenizer, spellings, tiny_model
+from conftest import asset_path, load_tokenizer, piece_tokenizer, spellings, tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chared_hf import ByteTokenizer, CharEDConfig, CharEDModel
+from chared_hf.scoring import byte_logprobs
 from chared_hf.tokenization import EOS_ID
 
 
@@ -288,3 +290,20 @@ def test_real_model_scores_corpus_text_finitely_at_the_smallest_bound(stories):
         ids = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
         score = float(ens(input_ids=ids).logits[0, :-1].gather(-1, ids[0, 1:, None]).sum())
         assert math.isfinite(score), text
+
+
+def test_a_lossy_member_gives_zero_only_to_what_it_cannot_spell_and_follows_again():
+    """spm-unigram has no byte fallback: alone, the exact mode gives exactly the bytes it
+    cannot represent probability zero and scores the rest; next to a byte-level member, every
+    byte keeps a finite log-probability. Before re-rooting, its first unknown byte raised."""
+    spm, gpt2 = load_tokenizer("spm-unigram"), load_tokenizer("gpt2")
+    lossy = (tiny_model(len(spm), seed=1, bos=spm.bos_token_id, eos=spm.eos_token_id), spm)
+    full = (tiny_model(len(gpt2), seed=2, eos=gpt2.eos_token_id), gpt2)
+    text = "I saw 🙂 a\tcat — ok"
+    alone = byte_logprobs(CharEDModel.from_members([lossy], marginalization="exact"), text)
+    unknown = {i for i, ch in enumerate(text.encode()) if i in range(6, 10) or ch == 9} | {
+        17, 18, 19}
+    assert {i for i, v in enumerate(alone) if not np.isfinite(v)} == unknown
+    assert not np.isnan(alone).any()
+    both = byte_logprobs(CharEDModel.from_members([lossy, full], marginalization="exact"), text)
+    assert np.isfinite(both).all()
