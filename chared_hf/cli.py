@@ -95,12 +95,10 @@ def _hypotheses(value: str) -> int | None:
     if value.lower() == "none":
         return None
     try:
-        k = int(value)
-    except ValueError:
-        k = 0
-    if k < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {value!r}")
-    return k
+        return _positive(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer or 'none', got {value!r}") from None
 
 
 def _positive(value: str) -> int:

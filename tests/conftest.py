@@ -138,3 +138,12 @@ def save_tiny_member(folder: Path, pieces: list[str], seed: int) -> Path:
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def abc_pair():
+    """Two tiny members over "abc \\n" whose vocabularies differ (greedy longest match)."""
+    a = piece_tokenizer(["a", "b", "c", " ", "\n", "ab", "ca", " a"])
+    b = piece_tokenizer(["a", "b", "c", " ", "\n", "bc", "a b", "cab"])
+    return [(tiny_model(len(a), seed=3, bos=1, eos=2), a),
+            (tiny_model(len(b), seed=4, bos=1, eos=2), b)]

@@ -6,23 +6,14 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import piece_tokenizer, tiny_model
 
 from chared_hf import CharEDModel
 from chared_hf.attribution import attribute
 from chared_hf.scoring import byte_logprobs
 
 
-@pytest.fixture(scope="module")
-def pair():
-    a = piece_tokenizer(["a", "b", "c", " ", "\n", "ab", "ca", " a"])
-    b = piece_tokenizer(["a", "b", "c", " ", "\n", "bc", "a b", "cab"])
-    return [(tiny_model(len(a), seed=3, bos=1, eos=2), a),
-            (tiny_model(len(b), seed=4, bos=1, eos=2), b)]
-
-
-def test_mixture_shares_split_the_exact_ensembles_probability(pair):
-    model = CharEDModel.from_members(pair, weights=[1, 3], marginalization="exact")
+def test_mixture_shares_split_the_exact_ensembles_probability(abc_pair):
+    model = CharEDModel.from_members(abc_pair, weights=[1, 3], marginalization="exact")
     att = attribute(model, "b cab", prompt="ab ")
     shares = att.shares()
     np.testing.assert_allclose(shares.sum(0), 1.0)
@@ -32,14 +23,14 @@ def test_mixture_shares_split_the_exact_ensembles_probability(pair):
     np.testing.assert_allclose(shares, att.weights[:, None] * np.exp(att.logp - mixed), atol=1e-9)
 
 
-def test_identical_members_share_by_their_weights(pair):
-    model = CharEDModel.from_members([pair[0], pair[0]], weights=[0.3, 0.7])
+def test_identical_members_share_by_their_weights(abc_pair):
+    model = CharEDModel.from_members([abc_pair[0], abc_pair[0]], weights=[0.3, 0.7])
     np.testing.assert_allclose(attribute(model, "ab ca").shares(),
                                np.array([[0.3] * 5, [0.7] * 5]), atol=1e-9)
 
 
-def test_product_gaps_average_to_zero(pair):
-    model = CharEDModel.from_members(pair, weights=[0.4, 0.6], combine="product")
+def test_product_gaps_average_to_zero(abc_pair):
+    model = CharEDModel.from_members(abc_pair, weights=[0.4, 0.6], combine="product")
     att = attribute(model, "cab a")
     np.testing.assert_allclose((att.weights[:, None] * att.gaps()).sum(0), 0.0, atol=1e-9)
     np.testing.assert_allclose(att.shares().sum(0), 1.0)
@@ -54,19 +45,19 @@ def test_characters_group_the_bytes_of_utf8_characters(stories):
     np.testing.assert_allclose(shares, 0.5)
 
 
-def test_empty_text_is_refused(pair):
+def test_empty_text_is_refused(abc_pair):
     with pytest.raises(ValueError, match="text: expected at least one character"):
-        attribute(CharEDModel.from_members(pair), "")
+        attribute(CharEDModel.from_members(abc_pair), "")
 
 
-def test_plot_writes_a_png(pair, tmp_path):
+def test_plot_writes_a_png(abc_pair, tmp_path):
     pytest.importorskip("matplotlib", reason="plotting needs matplotlib")
     import matplotlib.image
 
     from chared_hf.plotting import plot_attribution
 
     text = "ab ca\ncab b a " * 4
-    att = attribute(CharEDModel.from_members(pair, weights=[0.5, 0.5]), text)
+    att = attribute(CharEDModel.from_members(abc_pair, weights=[0.5, 0.5]), text)
     fig = plot_attribution(att, tmp_path / "att.png", width=20, title="tiny")
     assert (tmp_path / "att.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = matplotlib.image.imread(tmp_path / "att.png")
@@ -76,10 +67,10 @@ def test_plot_writes_a_png(pair, tmp_path):
         plot_attribution(att, width=3)
 
 
-def test_missing_matplotlib_says_how_to_install(pair, monkeypatch):
+def test_missing_matplotlib_says_how_to_install(abc_pair, monkeypatch):
     from chared_hf.plotting import plot_attribution
 
-    att = attribute(CharEDModel.from_members(pair), "ab")
+    att = attribute(CharEDModel.from_members(abc_pair), "ab")
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match="pip install matplotlib"):
         plot_attribution(att)

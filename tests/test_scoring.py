@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import piece_tokenizer, tiny_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,14 +21,6 @@ from chared_hf.scoring import (
     own_logprob,
     split_text,
 )
-
-
-@pytest.fixture(scope="module")
-def pair():
-    a = piece_tokenizer(["a", "b", "c", " ", "\n", "ab", "ca", " a"])
-    b = piece_tokenizer(["a", "b", "c", " ", "\n", "bc", "a b", "cab"])
-    return [(tiny_model(len(a), seed=3, bos=1, eos=2), a),
-            (tiny_model(len(b), seed=4, bos=1, eos=2), b)]
 
 
 @settings(max_examples=200, deadline=None)
@@ -47,8 +38,8 @@ def test_split_text_cuts_after_newlines():
         split_text("x", 0)
 
 
-def test_own_logprob_is_the_models_token_level_score(pair):
-    model, tok = pair[0]
+def test_own_logprob_is_the_models_token_level_score(abc_pair):
+    model, tok = abc_pair[0]
     text = "ab ca cab\nab"
     ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
     assert own_logprob(model, tok, text) == pytest.approx(_stepwise(model, ids), rel=1e-6)
@@ -64,8 +55,8 @@ def _stepwise(model, ids: list[int]) -> float:
     return total
 
 
-def test_own_logprob_restarts_windows_longer_than_the_model(pair):
-    model, tok = pair[0]
+def test_own_logprob_restarts_windows_longer_than_the_model(abc_pair):
+    model, tok = abc_pair[0]
     text = "ab ca " * 10
     ids = tok(text, add_special_tokens=False)["input_ids"]
     model.config.max_position_embeddings = 9  # windows of 8 tokens after the start id
@@ -79,13 +70,13 @@ def test_own_logprob_restarts_windows_longer_than_the_model(pair):
 
 
 @pytest.mark.parametrize("k", [None, 2])
-def test_exact_mixture_is_the_weighted_sum_of_member_byte_probabilities(pair, k):
+def test_exact_mixture_is_the_weighted_sum_of_member_byte_probabilities(abc_pair, k):
     """EM's premise: members scored exactly do not depend on the weights, and the exact
     mixture gives each byte Σ w_i P_i(b)."""
     text = "ab cab"
-    logp = np.stack([byte_logprobs(m, text) for m in exact_members(pair, k)])
+    logp = np.stack([byte_logprobs(m, text) for m in exact_members(abc_pair, k)])
     for weights in ([0.5, 0.5], [0.9, 0.1], [0.2, 0.8]):
-        ens = CharEDModel.from_members(pair, weights=weights, marginalization="exact",
+        ens = CharEDModel.from_members(abc_pair, weights=weights, marginalization="exact",
                                        max_hypotheses=k)
         np.testing.assert_allclose(byte_logprobs(ens, text), mixture_logprobs(logp, weights),
                                    atol=1e-5)
