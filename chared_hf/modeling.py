@@ -57,6 +57,8 @@ from .tokenization import (
     parse_chat,
 )
 
+CONFIG_OVERRIDES = ("weights", "combine", "marginalization", "max_hypotheses")
+
 
 def default_generation_config() -> GenerationConfig:
     """Greedy, 256 new *bytes*, no top-k cut of the 256-byte vocabulary."""
@@ -166,12 +168,17 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         """Load an ensemble folder (or Hub repository) and the members its config names.
 
         ``dtype`` (or ``torch_dtype``), ``device_map`` and the Hub options ``cache_dir``,
-        ``token``, ``local_files_only``, ``force_download`` are passed on to every member.
+        ``token``, ``local_files_only``, ``force_download`` are passed on to every member;
+        ``weights``, ``combine``, ``marginalization`` and ``max_hypotheses`` override the saved
+        config.
         """
         source = str(pretrained_model_name_or_path)
         hub = {k: kwargs[k] for k in (*HUB_OPTIONS, "revision") if kwargs.get(k) is not None}
+        overrides = {k: kwargs.pop(k) for k in CONFIG_OVERRIDES if k in kwargs}
         if not isinstance(config, CharEDConfig):
             config = CharEDConfig.from_pretrained(source, **hub)
+        if overrides:  # e.g. from_pretrained(folder, marginalization="exact"), validated
+            config = CharEDConfig.from_dict({**config.to_dict(), **overrides})
         overrides = {k: kwargs[k] for k in (*HUB_OPTIONS, "device_map")
                      if kwargs.get(k) is not None}
         dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
