@@ -97,12 +97,20 @@ def test_incremental_forward_matches_whole_text(ensemble, tok):
     for k in range(2, ids.shape[1]):
         out = ensemble(input_ids=ids[:, k:k + 1], cache=cache)
         parts.append(out.logits)
-    assert torch.allclose(whole, torch.cat(parts, 1), atol=1e-6)
+    _same_distributions(whole, torch.cat(parts, 1))
     # ... and in chunks of several bytes.
     cache = EnsembleCache(decide="marginal")
     chunks = [ensemble(input_ids=ids[:, a:b], cache=cache).logits
               for a, b in ((0, 3), (3, 5), (5, ids.shape[1]))]
-    assert torch.allclose(whole, torch.cat(chunks, 1), atol=1e-6)
+    _same_distributions(whole, torch.cat(chunks, 1))
+
+
+def _same_distributions(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Equal as probabilities (float32 noise differs between calls of other shapes; in
+    log space it shows in the far tail, at log-probabilities near -30), zeros in the same
+    places."""
+    assert torch.equal(torch.isinf(a), torch.isinf(b))
+    assert torch.allclose(a.exp(), b.exp(), atol=1e-6)
 
 
 def test_greedy_generate_is_deterministic_and_counts_bytes(ensemble, tok):
