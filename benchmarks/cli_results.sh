@@ -2,8 +2,9 @@
 # The README's results table for `chared` on stories260K + SmolLM2-135M-Instruct: fit weights
 # on a development text, score held-out texts at those weights (paper and exact modes), then
 # HumanEval and GSM8K on the first LIMIT problems. Each command's JSON summary, its JSON lines
-# and its wall time go to benchmarks/results/cli/.
-#   bash benchmarks/cli_results.sh [LIMIT]
+# and its wall time go to benchmarks/results/cli/ (with DEMO=1: the demo ensemble inside the
+# package, into benchmarks/results/cli-demo/).
+#   [DEMO=1] bash benchmarks/cli_results.sh [LIMIT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # One thread: on a shared two-core machine a second OpenMP thread that waits for a busy core
@@ -12,8 +13,9 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 LIMIT="${1:-40}"
 A="${CHARED_ASSETS:-../shared/assets}/models"
 MEMBERS=(--member "$A/stories260K" --member "$A/SmolLM2-135M-Instruct.Q4_1.gguf")
-T=benchmarks/results/texts
 OUT=benchmarks/results/cli
+if [ -n "${DEMO:-}" ]; then MEMBERS=(); OUT=benchmarks/results/cli-demo; fi
+T=benchmarks/results/texts
 mkdir -p "$OUT"
 python benchmarks/cli_texts.py --bytes 700
 

@@ -1,20 +1,22 @@
 """Print the README's results tables from ``benchmarks/results/cli/`` (``cli_results.sh``).
 
-    python benchmarks/cli_table.py
+    python benchmarks/cli_table.py [--demo]
 """
 
 from __future__ import annotations
 
 import json
+import sys
 
 from common import REPO
 
-OUT = REPO / "benchmarks" / "results" / "cli"
+OUT = REPO / "benchmarks" / "results" / ("cli-demo" if "--demo" in sys.argv else "cli")
 
 
 def _load(name: str) -> dict | None:
     path = OUT / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    text = path.read_text() if path.exists() else ""
+    return json.loads(text) if text.strip() else None  # absent, or still running
 
 
 def _times() -> dict[str, str]:

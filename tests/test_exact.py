@@ -246,9 +246,12 @@ def _corpus(limit: int, cut: int | None) -> list[str]:
 
 
 def _represents(tok, text: str) -> bool:
-    """Whether the tokenizer spells ``text`` without an unknown token."""
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    return tok.unk_token_id not in ids and tok.decode(ids) == text
+    """Whether the tokenizer's pieces spell ``text`` exactly, without an unknown token."""
+    from chared_hf.token_bytes import TokenBytes
+
+    tb = TokenBytes.from_tokenizer(tok)
+    ids = tb.encode(text.encode())
+    return tb.unk_id not in ids and tb.spell(ids) == text.encode()
 
 
 def _assert_finite_under_every_bound(family: str, texts: list[str], bounds) -> None:
@@ -256,7 +259,9 @@ def _assert_finite_under_every_bound(family: str, texts: list[str], bounds) -> N
 
     tok = load_tokenizer(family)
     model = tiny_model(len(tok), seed=4, bos=tok.bos_token_id, eos=tok.eos_token_id)
-    texts = [t for t in texts if _represents(tok, t)]
+    # A lossy tokenizer (spm-unigram folds newlines) gets the texts on one line.
+    texts = [t for text in texts for t in dict.fromkeys([text, " ".join(text.split())])
+             if _represents(tok, t)]
     assert texts, family
     ens = CharEDModel.from_members([(model, tok)], marginalization="exact")
     for k in bounds:
@@ -279,8 +284,11 @@ def test_observed_text_is_never_impossible_under_any_bound(family):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "spm-unigram"])
 def test_whole_corpus_records_are_never_impossible(family):
+    """Whole GSM8K records under the byte-complete families (spm-unigram has no piece for
+    several digits and symbols, so no record is text it can spell; its zeros are checked
+    byte by byte in ``test_a_lossy_member_gives_zero_only_to_what_it_cannot_spell``)."""
     _assert_finite_under_every_bound(family, _corpus(12, None), (1, 8))
 
 
