@@ -220,13 +220,24 @@ def test_ctrl_c_keeps_the_results_so_far(folders, tmp_path):
     data = tmp_path / "gsm.jsonl"
     row = json.dumps({"question": "What is 1+1?", "answer": "#### 2"}) + "\n"
     data.write_text(row * 400)
-    log = tmp_path / "log.jsonl"
-    proc = _cli("eval", "gsm8k", *_members(folders), "--data", str(data), "--output", str(log))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not log.exists() or log.read_text().count("\n") < 3):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    log, err_file = tmp_path / "log.jsonl", tmp_path / "stderr.txt"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    with open(err_file, "w") as err_out:  # a file, not a pipe: the child never blocks on it
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chared_hf.cli", "eval", "gsm8k", *_members(folders),
+             "--data", str(data), "--output", str(log)],
+            env=env, stdout=subprocess.PIPE, stderr=err_out, text=True)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and (not log.exists()
+                                               or log.read_text().count("\n") < 3):
+            time.sleep(0.2)
+        written = log.read_text().count("\n") if log.exists() else 0
+        if written < 3:
+            proc.kill()
+            pytest.fail(f"no 3 results within 300 s; stderr: {err_file.read_text()[-2000:]}")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    err = err_file.read_text()
     assert proc.returncode == 130, err
     assert "interrupted; results so far are in" in err and "Traceback" not in err
     records = [json.loads(line) for line in log.read_text().splitlines()]
