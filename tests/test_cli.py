@@ -226,7 +226,10 @@ def test_ctrl_c_keeps_the_results_so_far(folders, tmp_path):
         proc = subprocess.Popen(
             [sys.executable, "-m", "chared_hf.cli", "eval", "gsm8k", *_members(folders),
              "--data", str(data), "--output", str(log)],
-            env=env, stdout=subprocess.PIPE, stderr=err_out, text=True)
+            env=env, stdout=subprocess.PIPE, stderr=err_out, text=True,
+            # A shell running the suite in the background ignores SIGINT, and children
+            # inherit that: give the child the default, as an interactive terminal does.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and (not log.exists()
                                                or log.read_text().count("\n") < 3):
