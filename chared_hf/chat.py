@@ -46,22 +46,24 @@ def member_chat_ids(member: Member, messages: list[dict], open_last: bool) -> li
         rendered = rendered[: rendered.rindex(last) + len(last)]
     ids: list[int] = []
     pos = 0
+    added = tokenizer.get_added_vocab()
+    pattern = _added_tokens_pattern(added)
     for match in _SLOT_RE.finditer(rendered):
-        ids += _markup_ids(tokenizer, tb, rendered[pos:match.start()], at_start=not ids)
+        ids += _markup_ids(tokenizer, tb, added, pattern, rendered[pos:match.start()],
+                           at_start=not ids)
         ids += tb.encode(message_text(messages[int(match.group(1))]).encode())
         pos = match.end()
-    return ids + _markup_ids(tokenizer, tb, rendered[pos:], at_start=not ids)
+    return ids + _markup_ids(tokenizer, tb, added, pattern, rendered[pos:], at_start=not ids)
 
 
-def _markup_ids(tokenizer, tb, markup: str, at_start: bool) -> list[int]:
+def _markup_ids(tokenizer, tb, added: dict[str, int], pattern: re.Pattern | None, markup: str,
+                at_start: bool) -> list[int]:
     """The template's own text: its added tokens (``<|im_start|>``, ``<s>``) by id. Text at the
     prompt's start or right after an added token is tokenized by the member's tokenizer, as it
     would be inside the whole rendered string (SentencePiece tokenizers add their dummy prefix
     there); text right after a message continues that message's text (no dummy prefix)."""
     ids: list[int] = []
-    pattern = _added_tokens_pattern(tokenizer)
     pieces = pattern.split(markup) if pattern is not None else [markup]
-    added = tokenizer.get_added_vocab()
     for k, piece in enumerate(pieces):
         if k % 2:  # an added token
             ids.append(added[piece])
@@ -72,9 +74,9 @@ def _markup_ids(tokenizer, tb, markup: str, at_start: bool) -> list[int]:
     return ids
 
 
-def _added_tokens_pattern(tokenizer) -> re.Pattern | None:
+def _added_tokens_pattern(added: dict[str, int]) -> re.Pattern | None:
     """A regex that splits text around the tokenizer's added tokens (longest first)."""
-    contents = sorted(tokenizer.get_added_vocab(), key=len, reverse=True)
+    contents = sorted(added, key=len, reverse=True)
     if not contents:
         return None
     return re.compile("(" + "|".join(re.escape(c) for c in contents) + ")")

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer, set_seed
+from transformers import TextStreamer, set_seed
 
-from . import scoring, tasks
+from . import loading, scoring, tasks
 from .configuration import check_weights
 from .modeling import CharEDModel
 from .tokenization import ByteTokenizer
@@ -52,13 +52,13 @@ def load_member(ref: str):
     if looks_local and not path.exists():
         raise CLIError(f"--member: {ref!r} does not exist (expected a model folder, a .gguf "
                        "file or a Hub id)")
+    # A local path goes in resolved: the loader reads "./x" as relative to an ensemble folder.
+    name = str(path.resolve()) if path.exists() else ref
+    spec = ({"name_or_path": str(path.resolve().parent), "gguf_file": path.name}
+            if path.suffix == ".gguf" else {"name_or_path": name})
     try:
-        if path.suffix == ".gguf":
-            from .gguf import load_gguf
-
-            return load_gguf(path)
-        model = AutoModelForCausalLM.from_pretrained(ref).eval()
-        return model, AutoTokenizer.from_pretrained(ref)
+        model, tokenizer, _ = loading.load_member(spec)
+        return model, tokenizer
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CLIError(f"--member: cannot load {ref!r}: {first}") from None

@@ -208,7 +208,6 @@ class ExactMember:
             self.protected = best
         self.children = None
 
-
     def _reroot(self, everyone: list[Hypothesis], byte: int) -> None:
         """Restart after a byte no hypothesis can spell: the heaviest hypothesis commits its
         pending bytes and ``byte`` as the member's own encoding of them (``<unk>`` where it

