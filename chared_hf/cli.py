@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -45,8 +46,9 @@ class CLIError(ValueError):
 
 
 # -- members and options ---------------------------------------------------------------------
-def load_member(ref: str):
-    """A (model, tokenizer) pair from a Hub id, a model folder, or a ``.gguf`` file."""
+def load_member(ref: str, trust_remote_code: bool = False):
+    """A (model, tokenizer) pair from a Hub id, a model folder, or a ``.gguf`` file; the
+    member's own code runs only with ``--trust-remote-code``."""
     path = Path(ref).expanduser()
     looks_local = path.suffix == ".gguf" or ref.startswith(("/", ".", "~")) or ref.count("/") > 1
     if looks_local and not path.exists():
@@ -57,10 +59,13 @@ def load_member(ref: str):
     spec = ({"name_or_path": str(path.resolve().parent), "gguf_file": path.name}
             if path.suffix == ".gguf" else {"name_or_path": name})
     try:
-        model, tokenizer, _ = loading.load_member(spec)
+        model, tokenizer, _ = loading.load_member(spec, trust_remote_code=trust_remote_code)
         return model, tokenizer
     except (OSError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = re.sub(r"^members\[\d+\] \(.*?\): ", "", first).replace(
+            "trust_remote_code=True (on the command line --trust-remote-code)",
+            "--trust-remote-code")
         raise CLIError(f"--member: cannot load {ref!r}: {first}") from None
 
 
@@ -74,7 +79,8 @@ def load_members(args) -> tuple[list[str], list[tuple]]:
         if args.weights is None:
             args.weights = list(demo.member_weights)
         return [m.name for m in demo.members], [(m.model, m.tokenizer) for m in demo.members]
-    return [member_name(ref) for ref in args.member], [load_member(ref) for ref in args.member]
+    return ([member_name(ref) for ref in args.member],
+            [load_member(ref, args.trust_remote_code) for ref in args.member])
 
 
 def _member_count(args) -> int:
@@ -124,6 +130,9 @@ def _member_options() -> argparse.ArgumentParser:
     group.add_argument("--member", action="append", metavar="REF",
                        help="a Hub id, a model folder or a .gguf file (repeat for each member; "
                        "default: the demo ensemble inside the package)")
+    group.add_argument("--trust-remote-code", action="store_true",
+                       help="allow members whose folders bring their own Python code (auto_map) "
+                       "to run it; review that code first")
     group.add_argument("--weights", type=float, nargs="+", metavar="W",
                        help="one weight per member (default equal)")
     group.add_argument("--combine", default="mixture", choices=["mixture", "product"])

@@ -1,23 +1,36 @@
 """Members named by reference: loading them, and what a saved ensemble folder holds.
 
 What it does:
-  * ``load_member(spec, base, overrides)`` loads one member from its config entry: a Hub id or
-    folder (``name_or_path``), ``revision``, ``gguf_file``, ``dtype``, ``trust_remote_code``.
-    A ``name_or_path`` starting with ``./`` is relative to the ensemble's own folder (a local
-    folder, or a subfolder of the ensemble's Hub repository): that is how members built in
-    memory are saved. ``overrides`` (``dtype``, ``device_map``, Hub options given to
-    ``CharEDModel.from_pretrained``) apply to every member.
+  * ``load_member(spec, base, overrides, trust_remote_code)`` loads one member from its config
+    entry: a Hub id or folder (``name_or_path``), ``revision``, ``gguf_file``, ``dtype``,
+    ``trust_remote_code``. A ``name_or_path`` starting with ``./`` is relative to the ensemble's
+    own folder (a local folder, or a subfolder of the ensemble's Hub repository): that is how
+    members built in memory are saved. ``overrides`` (``dtype``, ``device_map``,
+    ``use_safetensors``, Hub options given to ``CharEDModel.from_pretrained``) apply to every
+    member.
+  * Consent comes from the caller, never from the config (as in Transformers): a member's own
+    code (an ``auto_map`` in its folder) runs only when the *caller* passes
+    ``trust_remote_code`` (``True``, or a list of member references). A config entry's
+    ``trust_remote_code: true`` only records that the member needs it; without the caller's
+    consent loading stops before anything of the member is read, with an error that names the
+    member and the flag. Weights load from safetensors only, unless the caller passes
+    ``use_safetensors=False``.
+  * A config read from a folder or Hub repository (``base`` given) may name members only by
+    Hub id or by a ``./`` path inside that folder (no ``..``, no symbolic link out of it, no
+    absolute or home path), and a ``gguf_file`` only by a plain ``.gguf`` file name.
   * ``write_remote_code(folder)`` writes the small module that ``auto_map`` points to, so that
     ``AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)`` works in a fresh
     interpreter where ``chared_hf`` is installed but not imported.
 
-What it does not do: download anything itself (Transformers does), or decide weights.
+What it does not do: download anything itself (Transformers does), decide weights, or make a
+member's own code safe: consenting runs it with the caller's rights.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Iterable, Sequence
+from pathlib import Path, PurePosixPath
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -50,14 +63,40 @@ def _dtype(value):
     return value
 
 
-def load_member(spec: dict, base: str | None = None, overrides: dict | None = None):
+def load_member(spec: dict, base: str | None = None, overrides: dict | None = None,
+                trust_remote_code: bool | Sequence[str] = False, index: int = 0,
+                local_members: bool = False):
     """Load ``(model, tokenizer, reference)``; ``reference`` is None for members stored inside
-    the ensemble's folder (they are saved again with the ensemble)."""
+    the ensemble's folder (they are saved again with the ensemble).
+
+    ``base`` is the ensemble's folder or Hub repository when the config was read from one
+    (its member references are then checked, see the module docstring); ``trust_remote_code``
+    is the caller's consent to run member code: a bool, or the ``name_or_path`` of each member
+    allowed; ``local_members`` the caller's consent for absolute or home paths in that config
+    (folders on this machine outside the ensemble's); ``index`` numbers the member in error
+    messages.
+    """
     name = spec["name_or_path"]
-    kwargs = {k: spec[k] for k in ("revision", "trust_remote_code") if spec.get(k) is not None}
+    label = f"members[{index}] ({name!r})"
+    consent = allows_code(trust_remote_code, name)
+    # Step 1: the config's word is a record, never consent; stop before touching the member.
+    if spec.get("trust_remote_code") and not consent:
+        raise ValueError(
+            f"{label}: the config says this member needs its own code to run; pass "
+            "trust_remote_code=True (on the command line --trust-remote-code) to allow it, "
+            "after reviewing that code")
+    if base is not None:
+        _check_reference(name, label, local_members)
+    gguf = spec.get("gguf_file")
+    if gguf is not None:
+        _check_gguf_name(gguf, label)
+    kwargs: dict = {"trust_remote_code": consent}
+    if spec.get("revision") is not None:
+        kwargs["revision"] = spec["revision"]
     if spec.get("dtype") is not None:
         kwargs["dtype"] = _dtype(spec["dtype"])
     kwargs.update({k: (_dtype(v) if k == "dtype" else v) for k, v in (overrides or {}).items()})
+    # Step 2: a member inside the ensemble's folder ("./x"): never outside that folder.
     reference: dict | None = dict(spec)
     if name.startswith("./"):
         if base is None:
@@ -66,22 +105,87 @@ def load_member(spec: dict, base: str | None = None, overrides: dict | None = No
         reference = None
         kwargs.pop("revision", None)
         if Path(base).is_dir():
-            name = str(Path(base) / name[2:])
+            name = str(_inside(Path(base), name[2:], label))
         else:  # a Hub repository: the member is in a subfolder
             kwargs["subfolder"] = name[2:]
             name = base
-    tok_kwargs = {k: v for k, v in kwargs.items() if k not in ("dtype", "device_map")}
-    if spec.get("gguf_file"):
-        local = Path(name) / spec["gguf_file"]
+    tok_kwargs = {k: v for k, v in kwargs.items()
+                  if k not in ("dtype", "device_map", "use_safetensors")}
+    if gguf:
+        local = Path(name) / gguf
         if local.is_file():
             from .gguf import load_gguf
 
+            _inside(Path(name), gguf, label)
             model, tokenizer = load_gguf(local, dtype=kwargs.get("dtype"))
             return model, tokenizer, reference
-        kwargs["gguf_file"] = tok_kwargs["gguf_file"] = spec["gguf_file"]
-    model = AutoModelForCausalLM.from_pretrained(name, **kwargs).eval()
-    tokenizer = AutoTokenizer.from_pretrained(name, **tok_kwargs)
+        kwargs["gguf_file"] = tok_kwargs["gguf_file"] = gguf
+    else:
+        kwargs.setdefault("use_safetensors", True)  # pickled weights only if the caller says
+    # Step 3: Transformers loads it; its own refusal of custom code is reworded for members.
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs).eval()
+        tokenizer = AutoTokenizer.from_pretrained(name, **tok_kwargs)
+    except ValueError as err:
+        if "trust_remote_code" in str(err) and not consent:
+            raise ValueError(
+                f"{label}: this member's folder contains its own code (auto_map), which runs "
+                "only with trust_remote_code=True (on the command line --trust-remote-code); "
+                "review it before allowing it") from None
+        raise
+    except OSError as err:
+        if kwargs.get("use_safetensors") and "safetensors" in str(err):
+            raise OSError(
+                f"{label}: no safetensors weights; loading pickled weights (pytorch_model.bin) "
+                "needs the caller's use_safetensors=False") from None
+        raise
     return model, tokenizer, reference
+
+
+def allows_code(trust_remote_code: bool | Sequence[str] | None, name: str) -> bool:
+    """The caller's consent for the member ``name``: ``True`` allows every member, a list
+    allows the members whose ``name_or_path`` it holds.
+
+    >>> allows_code(["org/a"], "org/a"), allows_code(["org/a"], "org/b"), allows_code(True, "x")
+    (True, False, True)
+    """
+    if trust_remote_code is None or isinstance(trust_remote_code, bool):
+        return bool(trust_remote_code)
+    if isinstance(trust_remote_code, str) or not isinstance(trust_remote_code, Iterable):
+        raise ValueError("trust_remote_code: expected True, False or a list of member "
+                         f"references (name_or_path), got {trust_remote_code!r}")
+    return name in set(trust_remote_code)
+
+
+def _check_reference(name: str, label: str, local_members: bool) -> None:
+    """A config read from a folder or the Hub names members by Hub id or ``./`` inside it
+    (or, with the caller's ``local_members=True``, by absolute or home path)."""
+    rel = name[2:] if name.startswith("./") else None
+    absolute = name.startswith(("/", "~", "\\")) or (len(name) > 1 and name[1] == ":")
+    parts = PurePosixPath((rel if rel is not None else name).replace("\\", "/")).parts
+    if (absolute and not local_members) or name in (".", "..") or ".." in parts or (
+            rel is not None and (not rel or rel.startswith("/"))):
+        raise ValueError(
+            f"{label}: a config read from a folder or the Hub may name members only by Hub id "
+            "or by a './' path inside its own folder; pass local_members=True to allow "
+            "absolute paths to folders on this machine")
+
+
+def _check_gguf_name(gguf, label: str) -> None:
+    if (not isinstance(gguf, str) or not gguf.lower().endswith(".gguf")
+            or PurePosixPath(gguf.replace("\\", "/")).name != gguf or gguf.startswith(".")):
+        raise ValueError(f"{label}: gguf_file must be a plain '.gguf' file name in the "
+                         f"member's folder, got {gguf!r}")
+
+
+def _inside(folder: Path, rel: str, label: str) -> Path:
+    """``folder / rel``, refused where it resolves (symbolic links followed) outside
+    ``folder``."""
+    root = folder.resolve()
+    target = (folder / rel).resolve()
+    if target != root and root not in target.parents:
+        raise ValueError(f"{label}: {rel!r} leads outside the ensemble's folder {str(folder)!r}")
+    return target
 
 
 def write_remote_code(folder: str | os.PathLike) -> None:

@@ -94,13 +94,22 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         members: list | None = None,
         member_kwargs: dict | None = None,
         source: str | None = None,
+        trust_remote_code: bool | list[str] = False,
+        local_members: bool = False,
     ):
+        """``members``: ``(model, tokenizer)`` pairs, or None to load the ones the config names
+        (``trust_remote_code``: the caller's consent to run their own code, ``True`` or a list
+        of member references; ``source``: the folder or Hub repository the config was read
+        from, whose ``./`` members live inside it and which may name no other local path
+        unless ``local_members``; ``member_kwargs``: loading options for every member)."""
         super().__init__(config)
         references: list[dict | None]
         if members is None:
             # Members named by the config (references); never built on the meta device, since
             # our from_pretrained constructs the model directly.
-            loaded = [load_member(spec, source, member_kwargs) for spec in config.members]
+            loaded = [load_member(spec, source, member_kwargs, trust_remote_code, index=i,
+                                  local_members=local_members)
+                      for i, spec in enumerate(config.members)]
             members = [(model, tok) for model, tok, _ in loaded]
             references = [ref for _, _, ref in loaded]
         else:
@@ -167,24 +176,36 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
                         **kwargs) -> CharEDModel:
         """Load an ensemble folder (or Hub repository) and the members its config names.
 
-        ``dtype`` (or ``torch_dtype``), ``device_map`` and the Hub options ``cache_dir``,
-        ``token``, ``local_files_only``, ``force_download`` are passed on to every member;
-        ``weights``, ``combine``, ``marginalization`` and ``max_hypotheses`` override the saved
-        config.
+        ``dtype`` (or ``torch_dtype``), ``device_map``, ``use_safetensors`` and the Hub options
+        ``cache_dir``, ``token``, ``local_files_only``, ``force_download`` are passed on to every
+        member; ``weights``, ``combine``, ``marginalization`` and ``max_hypotheses`` override the
+        saved config.
+
+        ``trust_remote_code``: your consent to run members' own code (``True``, or a list of the
+        members' ``name_or_path`` allowed). The config can only record that a member needs it;
+        without your consent loading stops with an error naming the member. Consent given to
+        ``AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)`` arrives here
+        and extends to the members (see README › Security). ``local_members=True``: your
+        consent for the config to name members by absolute path on this machine (a saved
+        config that references your own local folders); without it only Hub ids and ``./``
+        paths inside the ensemble's folder are loaded.
         """
         source = str(pretrained_model_name_or_path)
+        trust = kwargs.pop("trust_remote_code", False)
+        local_members = bool(kwargs.pop("local_members", False))
         hub = {k: kwargs[k] for k in (*HUB_OPTIONS, "revision") if kwargs.get(k) is not None}
         changes = {k: kwargs.pop(k) for k in CONFIG_OVERRIDES if k in kwargs}
         if not isinstance(config, CharEDConfig):
             config = CharEDConfig.from_pretrained(source, **hub)
         if changes:  # e.g. from_pretrained(folder, marginalization="exact"), validated
             config = CharEDConfig.from_dict({**config.to_dict(), **changes})
-        overrides = {k: kwargs[k] for k in (*HUB_OPTIONS, "device_map")
+        overrides = {k: kwargs[k] for k in (*HUB_OPTIONS, "device_map", "use_safetensors")
                      if kwargs.get(k) is not None}
         dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
         if dtype is not None:
             overrides["dtype"] = dtype
-        model = cls(config, member_kwargs=overrides, source=source)
+        model = cls(config, member_kwargs=overrides, source=source, trust_remote_code=trust,
+                    local_members=local_members)
         try:
             model.generation_config = GenerationConfig.from_pretrained(source, **hub)
         except OSError:

@@ -60,7 +60,9 @@ def test_referenced_members_stay_references(mixed, tmp_path):
     assert saved["members"][0] == {"name_or_path": str(asset_path("models/stories260K"))}
     assert saved["members"][1] == {"name_or_path": "./member_1"}
     assert not (tmp_path / "member_0").exists()
-    again = CharEDModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="pass local_members=True to allow absolute paths"):
+        CharEDModel.from_pretrained(tmp_path)  # a local path outside the folder: consent needed
+    again = CharEDModel.from_pretrained(tmp_path, local_members=True)
     assert again.member_weights == [0.6, 0.4]
     assert torch.equal(_sample(mixed), _sample(again))
     # Saving the reloaded ensemble again keeps the same layout.
@@ -73,7 +75,7 @@ def test_auto_classes_after_import(mixed, tmp_path):
     mixed.save_pretrained(tmp_path)
     assert isinstance(AutoConfig.from_pretrained(tmp_path), CharEDConfig)
     assert isinstance(AutoTokenizer.from_pretrained(tmp_path), ByteTokenizer)
-    model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, local_members=True)
     assert isinstance(model, CharEDModel)
     assert torch.equal(_sample(mixed), _sample(model))
 
@@ -86,7 +88,8 @@ def test_remote_code_in_a_fresh_interpreter(mixed, tmp_path):
         import sys
         from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
         assert "chared_hf" not in sys.modules
-        model = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r}, trust_remote_code=True)
+        model = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r}, trust_remote_code=True,
+                                                     local_members=True)
         tok = AutoTokenizer.from_pretrained({str(tmp_path)!r}, trust_remote_code=True)
         print(type(model).__name__, type(tok).__name__)
         set_seed(3)
@@ -138,7 +141,8 @@ def test_push_to_hub_uploads_what_save_pretrained_writes(mixed, tmp_path, monkey
 
 def test_dtype_and_device_map_reach_the_members(mixed, tmp_path):
     mixed.save_pretrained(tmp_path)
-    model = CharEDModel.from_pretrained(tmp_path, dtype=torch.bfloat16, device_map="cpu")
+    model = CharEDModel.from_pretrained(tmp_path, dtype=torch.bfloat16, device_map="cpu",
+                                        local_members=True)
     assert {m.model.dtype for m in model.members} == {torch.bfloat16}
     assert model.hf_device_map and set(model.hf_device_map.values()) <= {"cpu", 0, "cpu:0"}
     out = model.generate(**ByteTokenizer()("Once", return_tensors="pt"), max_new_tokens=8)
