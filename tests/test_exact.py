@@ -226,7 +226,7 @@ def test_exact_mode_round_trips_through_save(stories, tmp_path):
     path = str(asset_path("models/stories260K"))
     model = CharEDModel(CharEDConfig(members=[path], marginalization="exact", max_hypotheses=3))
     model.save_pretrained(tmp_path)
-    again = CharEDModel.from_pretrained(tmp_path)
+    again = CharEDModel.from_pretrained(tmp_path, local_members=True)
     assert again.config.marginalization == "exact" and again.config.max_hypotheses == 3
 
 

@@ -254,7 +254,7 @@ def test_config_names_members_and_loads_them(stories, tmp_path):
     assert model.member_weights == [1.0, 3.0] and len(model.members) == 2
     assert config.weights == [1.0, 3.0]
     model.save_pretrained(tmp_path)
-    again = CharEDModel.from_pretrained(tmp_path)
+    again = CharEDModel.from_pretrained(tmp_path, local_members=True)  # absolute references
     enc = ByteTokenizer()("Once", return_tensors="pt")
     assert torch.equal(model.generate(**enc, max_new_tokens=12),
                        again.generate(**enc, max_new_tokens=12))

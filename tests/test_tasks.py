@@ -3,10 +3,15 @@ sequences and byte limits, answer extraction on the real GSM8K file, the prompts
 
 from __future__ import annotations
 
+import os
+import sys
+import time
+from pathlib import Path
+
 import pytest
 from conftest import asset_path, piece_tokenizer, tiny_model
 
-from chared_hf import CharEDModel
+from chared_hf import CharEDModel, tasks
 from chared_hf.chat import member_chat_ids
 from chared_hf.tasks import (
     GSM8K_PLAIN_TEMPLATE,
@@ -21,6 +26,11 @@ from chared_hf.tasks import (
     reference_number,
     run_humaneval_check,
 )
+
+POSIX = pytest.mark.skipif(sys.platform == "win32", reason="resource limits and process "
+                           "groups need POSIX (Windows has no `resource` module)")
+LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                           reason="only Linux enforces RLIMIT_AS")
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +51,138 @@ def test_canonical_solutions_pass_and_wrong_ones_fail(humaneval):
 def test_a_completion_that_never_ends_times_out(humaneval):
     assert run_humaneval_check(humaneval[0], "    while True:\n        pass\n",
                                timeout=1.0) == (False, "timed out")
+
+
+def _problem(body: str) -> tuple[dict, str]:
+    """A HumanEval-like problem whose function runs ``body`` and must return 1."""
+    problem = {"task_id": "sandbox/0", "prompt": "def f():\n", "entry_point": "f",
+               "test": "def check(candidate):\n    assert candidate() == 1\n"}
+    return problem, "".join(f"    {line}\n" for line in body.strip("\n").splitlines())
+
+
+def _check(body: str, **kwargs) -> tuple[tuple[bool, str], float]:
+    start = time.monotonic()
+    result = run_humaneval_check(*_problem(body), **kwargs)
+    return result, time.monotonic() - start
+
+
+def _gone(pid: int, wait: float = 3.0) -> bool:
+    """Whether process ``pid`` has ended (a zombie waiting for init counts as ended)."""
+    deadline = time.monotonic() + wait
+    while True:
+        if Path("/proc/self/stat").exists():
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (FileNotFoundError, ProcessLookupError):
+                return True
+            if state in "ZX":
+                return True
+        else:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def test_the_harness_reports_how_the_program_ended():
+    assert _check("return 1")[0] == (True, "passed")
+    assert _check("return 2")[0] == (False, "AssertionError")
+    assert _check("import os\nos._exit(3)")[0] == (False, "exit status 3")
+    if sys.platform != "win32":
+        assert _check("import os\nos.abort()")[0] == (False, "killed by SIGABRT")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"timeout": 0}, "timeout"), ({"timeout": -1.0}, "timeout"),
+    ({"timeout": float("nan")}, "timeout"), ({"timeout": float("inf")}, "timeout"),
+    ({"memory_mb": 0}, "memory_mb"), ({"memory_mb": -5}, "memory_mb"),
+    ({"memory_mb": 1.5}, "memory_mb"), ({"cpu_seconds": 0}, "cpu_seconds"),
+    ({"cpu_seconds": -1}, "cpu_seconds")])
+def test_bad_limits_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=rf"^{match}: must be a positive"):
+        run_humaneval_check(*_problem("return 1"), **kwargs)
+
+
+@LINUX
+def test_a_huge_allocation_fails_with_memory_error_quickly():
+    (ok, why), seconds = _check("bytearray(4 * 2**30)\nreturn 1")
+    assert (ok, why) == (False, "MemoryError") and seconds < 5
+    # The default leaves room for ordinary work; memory_mb is what sets the limit.
+    assert _check("bytearray(100 * 2**20)\nreturn 1")[0] == (True, "passed")
+    assert _check("bytearray(100 * 2**20)\nreturn 1", memory_mb=64)[0] == (False, "MemoryError")
+
+
+@POSIX
+def test_cpu_time_is_limited_apart_from_the_wall_clock():
+    (ok, why), seconds = _check("while True:\n    pass", timeout=30, cpu_seconds=1)
+    assert (ok, why) == (False, "killed by SIGXCPU (CPU time limit)") and seconds < 6
+    # Ignoring SIGXCPU only buys the second before the hard limit's SIGKILL.
+    body = "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True:\n    pass"
+    (ok, why), seconds = _check(body, timeout=30, cpu_seconds=1)
+    assert not ok and why.startswith("killed by SIGKILL") and seconds < 8
+
+
+@POSIX
+def test_file_writes_are_limited():
+    ok, why = _check("open('big', 'wb').write(bytes(32 * 2**20))\nreturn 1")[0]
+    assert not ok and "File too large" in why
+
+
+@POSIX
+def test_a_flood_on_stderr_is_cut_short():
+    body = "import sys\nwhile True:\n    sys.stderr.write('x' * 65536)"
+    (ok, why), seconds = _check(body, timeout=20)
+    assert not ok and len(why) <= tasks.WHY_MAX_CHARS and seconds < 10
+
+
+@POSIX
+@pytest.mark.parametrize("ending", ["while True:\n    pass", "return 1"])
+def test_no_child_outlives_the_check(tmp_path, monkeypatch, ending):
+    # RLIMIT_NPROC counts all the user's processes: lift it so that a user with many running
+    # can still start the one child this test needs (root ignores it anyway).
+    monkeypatch.setattr(tasks, "MAX_PROCESSES", 1_000_000)
+    pid_file = tmp_path / "pid"
+    body = (f"import subprocess\np = subprocess.Popen(['sleep', '60'])\n"
+            f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n{ending}")
+    (ok, why), seconds = _check(body, timeout=3)
+    assert (ok, why) == ((False, "timed out") if "while" in ending else (True, "passed"))
+    assert _gone(int(pid_file.read_text()))
+
+
+@pytest.mark.skipif(sys.platform == "win32" or os.geteuid() == 0,
+                    reason="needs POSIX and a non-root user (root ignores RLIMIT_NPROC)")
+def test_the_number_of_processes_is_limited():
+    body = ("import subprocess\nfor i in range(64):\n    try:\n"
+            "        subprocess.Popen(['sleep', '60'])\n    except OSError:\n"
+            "        raise SystemExit(f'stopped after {i}')\nreturn 1")
+    ok, why = _check(body)[0]
+    assert not ok and why.startswith("stopped after")
+
+
+def test_the_program_runs_in_a_private_folder_that_is_deleted(tmp_path):
+    record = tmp_path / "cwd"
+    body = f"""import os, stat, tempfile
+cwd = os.getcwd()
+open({str(record)!r}, "w").write(cwd)
+open("left-behind.txt", "w").write("x")
+assert os.path.exists(os.path.join(cwd, "left-behind.txt"))
+assert os.environ["HOME"] == os.environ["TMPDIR"] == tempfile.gettempdir() == cwd
+assert os.name == "nt" or stat.S_IMODE(os.stat(cwd).st_mode) == 0o700
+return 1"""
+    assert _check(body)[0] == (True, "passed")
+    cwd = Path(record.read_text())
+    assert cwd.is_absolute() and not cwd.exists()
+
+
+def test_the_parent_environment_is_not_inherited(monkeypatch):
+    monkeypatch.setenv("CHARED_SECRET", "x")
+    assert _check("import os\nassert 'CHARED_SECRET' not in os.environ\nreturn 1")[0] \
+        == (True, "passed")
+    assert _check("import os\nassert 'CHARED_SECRET' in os.environ\nreturn 1")[0] \
+        == (False, "AssertionError")
 
 
 def test_the_problem_file_format_is_checked(tmp_path):
