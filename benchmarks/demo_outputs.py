@@ -1,5 +1,7 @@
-"""The README's demo outputs: greedy generations of the demo ensemble and of each member alone
-on a story prompt and a code prompt, and the attribution picture (notebooks/attribution.png).
+"""The README's demo outputs: greedy generations of the demo ensemble as shipped (switching
+weights), of the same ensemble with fixed weights (the paper's rule) and of each member alone
+on a story prompt and a code prompt, and the attribution picture (notebooks/attribution.png)
+with each member's weight along a text that turns from a story into code.
 
     python benchmarks/demo_outputs.py
 """
@@ -21,7 +23,8 @@ def main() -> None:
     torch.set_num_threads(1)
     demo, tok = load_demo(), ByteTokenizer()
     pairs = [(m.model, m.tokenizer) for m in demo.members]
-    systems = [("ensemble", demo)] + [
+    fixed = CharEDModel.from_members(pairs, weights=demo.member_weights, weighting="fixed")
+    systems = [(f"ensemble ({demo.config.weighting})", demo), ("ensemble (fixed)", fixed)] + [
         (m.name, CharEDModel.from_members([pair])) for m, pair in zip(demo.members, pairs,
                                                                       strict=True)]
     for prompt in PROMPTS:
@@ -35,7 +38,8 @@ def main() -> None:
     text = tok.decode(out[0], skip_special_tokens=True)
     path = REPO / "notebooks" / "attribution.png"
     plot_attribution(attribute(demo, text), path, width=64,
-                     title="demo ensemble, greedy: each character's share by member (mixture)")
+                     title="demo ensemble (switching weights): each character's share by "
+                     "member; below, their weights")
     print(repr(text))
     print(f"written to {path}")
 

@@ -5,6 +5,9 @@ a ``CharEDModel`` as an exact byte-level LM (``marginalization="exact"``, so a m
 probability of each byte does not depend on the other members or the weights) and returns an
 ``Attribution`` holding every member's log-probability of every byte of ``text``. From those:
 
+  * ``weights``: each member's weight at each byte, from the bytes before it (the prompt
+    included): constant for ``weighting="fixed"``, moving with the text for ``"bayes"`` and
+    ``"switching"`` (``chared_hf.weighting``; exactly what the exact-mode ensemble uses);
   * ``shares()`` under the mixture rule: member i's share of byte b is
     ``w_i P_i(b) / Σ_j w_j P_j(b)``, its part of the ensemble's probability of that byte;
   * ``gaps()`` under the product rule: ``log P_i(b) − Σ_j w_j log P_j(b)``, how far the member
@@ -34,7 +37,7 @@ class Attribution:
 
     text: bytes
     names: list[str]
-    weights: np.ndarray  # normalised
+    weights: np.ndarray  # [members, bytes]: each byte's weights (normalised), from the bytes before
     rule: str  # "mixture" or "product"
     logp: np.ndarray  # [members, bytes]
 
@@ -44,20 +47,21 @@ class Attribution:
 
     def gaps(self) -> np.ndarray:
         """``log P_i(b) − Σ_j w_j log P_j(b)`` for each member and byte."""
-        return self.logp - (self.weights[:, None] * self.logp).sum(0, keepdims=True)
+        return self.logp - (self.weights * self.logp).sum(0, keepdims=True)
 
     def characters(self) -> tuple[list[str], np.ndarray]:
         """The text's characters and ``[members, characters]`` shares of each character."""
-        chars, spans, pos = [], [], 0
-        text = self.text.decode("utf-8", "replace")
-        for ch in text:
-            width = len(ch.encode("utf-8")) if ch != "\ufffd" else 1
-            chars.append(ch)
-            spans.append((pos, min(pos + width, len(self.text))))
-            pos += width
+        spans = _char_spans(self.text)
+        chars = list(self.text.decode("utf-8", "replace"))
         logp = np.stack([self.logp[:, a:b].sum(1) for a, b in spans], 1) if spans else (
             np.zeros((len(self.names), 0)))
-        return chars, _shares(logp, self.weights, self.rule)
+        return chars, _shares(logp, self.char_weights(spans), self.rule)
+
+    def char_weights(self, spans: list[tuple[int, int]] | None = None) -> np.ndarray:
+        """``[members, characters]``: the weights at each character's first byte."""
+        if spans is None:
+            return self.weights[:, [a for a, _ in _char_spans(self.text)]]
+        return self.weights[:, [a for a, _ in spans]] if spans else self.weights[:, :0]
 
 
 def attribute(model: CharEDModel, text: str, prompt: str = "",
@@ -74,18 +78,30 @@ def attribute(model: CharEDModel, text: str, prompt: str = "",
         raise ValueError("text: expected at least one character to attribute")
     skip = len(prompt.encode("utf-8"))
     pairs = [(m.model, m.tokenizer) for m in model.members]
-    logp = np.stack([byte_logprobs(member, prompt + text)[skip:]
+    logp = np.stack([byte_logprobs(member, prompt + text)
                      for member in exact_members(pairs, max_hypotheses)])
-    weights = np.asarray(model.member_weights, dtype=np.float64)
+    # The weights each byte gets from the bytes before it (prompt included).
+    _, weights = model.weighting.sequence(logp)
     return Attribution(text=text.encode("utf-8"), names=[m.name for m in model.members],
-                       weights=weights / weights.sum(), rule=model.config.combine, logp=logp)
+                       weights=weights[:, skip:], rule=model.config.combine,
+                       logp=logp[:, skip:])
+
+
+def _char_spans(text: bytes) -> list[tuple[int, int]]:
+    """Byte ranges of the UTF-8 characters of ``text`` (an invalid byte is one character)."""
+    spans, pos = [], 0
+    for ch in text.decode("utf-8", "replace"):
+        width = len(ch.encode("utf-8")) if ch != "\ufffd" else 1
+        spans.append((pos, min(pos + width, len(text))))
+        pos += width
+    return spans
 
 
 def _shares(logp: np.ndarray, weights: np.ndarray, rule: str) -> np.ndarray:
-    """Mixture: ``w_i P_i / Σ w_j P_j``; product: ``softmax_i(w_i log P_i)``."""
+    """Mixture: ``w_i P_i / Σ w_j P_j``; product: ``softmax_i(w_i log P_i)`` (``weights``
+    ``[members, positions]``)."""
     with np.errstate(divide="ignore"):
-        scores = np.log(weights)[:, None] + logp if rule == "mixture" else (
-            weights[:, None] * logp)
+        scores = np.log(weights) + logp if rule == "mixture" else weights * logp
     scores = np.where(np.isnan(scores), -np.inf, scores)
     top = scores.max(0, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)

@@ -39,6 +39,7 @@ from . import loading, scoring, tasks
 from .configuration import check_weights
 from .modeling import CharEDModel
 from .tokenization import ByteTokenizer
+from .weighting import DEFAULT_SWITCH_RATE, WEIGHTINGS
 
 
 class CLIError(ValueError):
@@ -78,9 +79,20 @@ def load_members(args) -> tuple[list[str], list[tuple]]:
         demo = load_demo()
         if args.weights is None:
             args.weights = list(demo.member_weights)
+        if args.weighting is None:
+            args.weighting = demo.config.weighting
+            if args.switch_rate is None:
+                args.switch_rate = demo.config.switch_rate
+        _default_weighting(args)
         return [m.name for m in demo.members], [(m.model, m.tokenizer) for m in demo.members]
+    _default_weighting(args)
     return ([member_name(ref) for ref in args.member],
             [load_member(ref, args.trust_remote_code) for ref in args.member])
+
+
+def _default_weighting(args) -> None:
+    args.weighting = args.weighting or "fixed"
+    args.switch_rate = DEFAULT_SWITCH_RATE if args.switch_rate is None else args.switch_rate
 
 
 def _member_count(args) -> int:
@@ -105,6 +117,16 @@ def _hypotheses(value: str) -> int | None:
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
             f"expected a positive integer or 'none', got {value!r}") from None
+
+
+def _rate(value: str) -> float:
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = -1.0
+    if not 0 <= rate <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}")
+    return rate
 
 
 def _positive(value: str) -> int:
@@ -136,6 +158,14 @@ def _member_options() -> argparse.ArgumentParser:
     group.add_argument("--weights", type=float, nargs="+", metavar="W",
                        help="one weight per member (default equal)")
     group.add_argument("--combine", default="mixture", choices=["mixture", "product"])
+    group.add_argument("--weighting", choices=list(WEIGHTINGS),
+                       help="how the weights follow the text: fixed (the paper), bayes (each "
+                       "member's posterior given the text so far) or switching (bayes, with "
+                       "a fraction --switch-rate of the weight returned to the prior after "
+                       "every byte); --weights is the prior (default fixed; the demo's own "
+                       "without --member)")
+    group.add_argument("--switch-rate", type=_rate, metavar="A",
+                       help=f"switching: the rate in [0, 1] (default {DEFAULT_SWITCH_RATE})")
     group.add_argument("--marginalization", default="chared", choices=["chared", "exact"],
                        help="chared: the paper's decoding; exact: all tokenizations")
     group.add_argument("--max-hypotheses", type=_hypotheses, default=8, metavar="K",
@@ -259,11 +289,15 @@ def read_text(path: str, argument: str) -> str:
 def _ensemble(args, members) -> CharEDModel:
     return CharEDModel.from_members(members, weights=args.weights, combine=args.combine,
                                     marginalization=args.marginalization,
-                                    max_hypotheses=args.max_hypotheses)
+                                    max_hypotheses=args.max_hypotheses,
+                                    weighting=args.weighting, switch_rate=args.switch_rate)
 
 
 def _check_weights_early(args) -> None:
     """Catch bad weights before loading any model."""
+    if args.combine == "product" and args.weighting not in (None, "fixed"):
+        raise CLIError(f"--weighting: {args.weighting!r} needs --combine mixture (a product "
+                       "of experts has no posterior over members)")
     if args.weights is not None:
         try:
             check_weights(args.weights, _member_count(args))
@@ -345,23 +379,32 @@ def _fit_weights(args, report: Report) -> None:
     names, members = load_members(args)
     exact = scoring.exact_members(members, args.max_hypotheses)
     init = None if args.weights is None else np.asarray(args.weights, dtype=np.float64)
-    dev_logp = _member_byte_logprobs(report, "dev", exact, names, dev, args.chunk_bytes)
+    dev_logp, dev_pieces = _member_byte_logprobs(report, "dev", exact, names, dev,
+                                                 args.chunk_bytes)
+    # Fixed weights by EM, then the switch rate by likelihood with those weights as prior.
     weights, iterations = scoring.fit_mixture_weights(dev_logp, init=init)
-    report.record(weights=weights.tolist(), iterations=iterations)
-    rows = _mixture_rows("dev", dev_logp, names, weights)
+    rate = scoring.fit_switch_rate(dev_logp, weights, dev_pieces)
+    report.record(weights=weights.tolist(), iterations=iterations, switch_rate=rate)
+    rows = _mixture_rows("dev", dev_logp, dev_pieces, names, weights, rate)
     if heldout is not None:
-        held_logp = _member_byte_logprobs(report, "heldout", exact, names, heldout,
-                                          args.chunk_bytes)
-        rows += _mixture_rows("heldout", held_logp, names, weights)
+        held_logp, held_pieces = _member_byte_logprobs(report, "heldout", exact, names,
+                                                       heldout, args.chunk_bytes)
+        rows += _mixture_rows("heldout", held_logp, held_pieces, names, weights, rate)
+    dev_rows = {r["system"]: r["bits_per_byte"] for r in rows if r["text"] == "dev"}
+    best = min(("fixed", "bayes", "switching"), key=lambda w: dev_rows[f"{w} (fitted)"])
+    flags = "--weights " + " ".join(f"{w:.4f}" for w in weights) + f" --weighting {best}"
+    flags += f" --switch-rate {rate:.4g}" if best == "switching" else ""
     report.summary(rows, weights=[round(float(w), 4) for w in weights], iterations=iterations,
+                   switch_rate=float(f"{rate:.4g}"), weighting=best, flags=flags,
                    max_hypotheses=args.max_hypotheses)
     if not args.json:
-        print("use: --weights " + " ".join(f"{w:.4f}" for w in weights))
+        print("use: " + flags)
 
 
 def _member_byte_logprobs(report: Report, label: str, exact, names, text: str,
-                          chunk_bytes: int) -> np.ndarray:
-    """``[members, bytes]`` log-probabilities of every byte, each member an exact byte LM."""
+                          chunk_bytes: int) -> tuple[np.ndarray, list[int]]:
+    """``[members, bytes]`` log-probabilities of every byte, each member an exact byte LM,
+    and the lengths of the pieces (each scored from its start)."""
     pieces = scoring.split_text(text, chunk_bytes)
     rows = []
     for name, model in zip(names, exact, strict=True):
@@ -374,17 +417,23 @@ def _member_byte_logprobs(report: Report, label: str, exact, names, text: str,
                               nats=float(logp.sum()))
                 bar.update(len(logp))
         rows.append(np.concatenate(parts))
-    return np.stack(rows)
+    return np.stack(rows), [len(p.encode()) for p in pieces]
 
 
-def _mixture_rows(label: str, logp: np.ndarray, names, weights) -> list[dict]:
+def _mixture_rows(label: str, logp: np.ndarray, pieces: list[int], names, weights,
+                  rate: float) -> list[dict]:
+    """Bits per byte of each member, equal fixed weights, and the fitted weights under each
+    weighting (the exact ensemble's figures: ``scoring.mixture_logprobs``)."""
     n = logp.shape[1]
-    equal = np.ones(len(names))
     rows = [{"text": label, "system": name, "bits_per_byte": scoring.bits_per_byte(
         float(row.sum()), n)} for name, row in zip(names, logp, strict=True)]
-    for system, w in (("equal weights", equal), ("fitted weights", weights)):
-        rows.append({"text": label, "system": system, "bits_per_byte": scoring.bits_per_byte(
-            float(scoring.mixture_logprobs(logp, w).sum()), n)})
+    systems = (("equal weights", np.ones(len(names)), "fixed"),
+               ("fixed (fitted)", weights, "fixed"), ("bayes (fitted)", weights, "bayes"),
+               ("switching (fitted)", weights, "switching"))
+    for system, w, rule in systems:
+        nats = float(scoring.mixture_logprobs(logp, w, rule, rate, pieces).sum())
+        rows.append({"text": label, "system": system,
+                     "bits_per_byte": scoring.bits_per_byte(nats, n)})
     return rows
 
 

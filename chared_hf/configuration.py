@@ -13,6 +13,7 @@ from transformers import PreTrainedConfig
 
 from .combine import COMBINE_RULES
 from .tokenization import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
+from .weighting import DEFAULT_SWITCH_RATE, check_weighting
 
 MARGINALIZATIONS = ("chared", "exact")
 DEFAULT_MAX_HYPOTHESES = 8
@@ -27,7 +28,14 @@ class CharEDConfig(PreTrainedConfig):
             ``revision``, ``gguf_file``, ``dtype`` and ``trust_remote_code``. Empty for an
             ensemble built in memory with ``CharEDModel.from_members``.
         weights: one non-negative weight per member (at least one positive); ``None`` means
-            equal weights. Stored as given, normalised when used.
+            equal weights. Stored as given, normalised when used. With a weighting that moves,
+            they are the prior.
+        weighting: how the weights follow the text (``chared_hf.weighting``): ``"fixed"`` (the
+            paper), ``"bayes"`` (each member's posterior given the text so far, prompt
+            included) or ``"switching"`` (Bayes, then a fraction ``switch_rate`` of the weight
+            returns to the prior after every byte, so the weights can follow a text that
+            changes kind). Only ``"fixed"`` with ``combine="product"``.
+        switch_rate: the fraction ``α`` in ``[0, 1]`` for ``"switching"``.
         marginalization: how a member's next-byte distribution is formed: ``"chared"`` (the
             paper: each member conditioned on one tokenization of the committed text) or
             ``"exact"`` (each member a byte-level LM summing over all its tokenizations).
@@ -44,6 +52,9 @@ class CharEDConfig(PreTrainedConfig):
     weights: list | None = None
     marginalization: str = "chared"
     combine: str = "mixture"
+    weighting: str = "fixed"
+    # Measured, not tuned on the held-out texts (benchmarks/weighting.py); see weighting.py.
+    switch_rate: float = DEFAULT_SWITCH_RATE
     max_hypotheses: int | None = DEFAULT_MAX_HYPOTHESES
     # The byte vocabulary: 256 bytes + <s>, </s>, <pad>. Not meant to be changed.
     vocab_size: int = VOCAB_SIZE
@@ -67,6 +78,11 @@ class CharEDConfig(PreTrainedConfig):
                              f"{self.max_hypotheses!r}")
         if self.combine not in COMBINE_RULES:
             raise ValueError(f"combine: expected one of {COMBINE_RULES}, got {self.combine!r}")
+        check_weighting(self.weighting, self.switch_rate)
+        if self.combine == "product" and self.weighting != "fixed":
+            raise ValueError(f"weighting: {self.weighting!r} needs combine='mixture' (the "
+                             "product of experts has no posterior over members); use "
+                             "weighting='fixed' with combine='product'")
         super().__post_init__(**kwargs)
 
 

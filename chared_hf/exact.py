@@ -48,8 +48,9 @@ import numpy as np
 
 from .byte_view import EPS, ByteView
 from .combine import combine
-from .state import Member, SequenceState
+from .state import Member, SequenceState, as_weighting
 from .token_tree import Node, TokenTree
+from .weighting import Weighting
 
 UNBOUNDED_LIMIT = 4096  # children one byte may need before the unbounded mode gives up
 
@@ -88,22 +89,33 @@ class ExactMember:
         self.protected: Hypothesis | None = None
         self.protected_child: Hypothesis | None = None
         self.tree: TokenTree | None = None
+        self._prompt_probs = np.ones(0)
 
     @property
     def forwards(self) -> int:
         """Forward calls so far (one per byte at most, however many children it runs)."""
         return self.tree.forwards if self.tree is not None else 0
 
-    def begin(self, prompt: bytes, with_bos: bool) -> None:
+    def begin(self, prompt: bytes, with_bos: bool, score: bool = False) -> None:
         """Start from the member's start of text and read the prompt byte by byte (its own
-        tokenization is marginalised too)."""
+        tokenization is marginalised too); ``score`` keeps the member's probability of each
+        prompt byte (``prompt_probs``; its dummy prefix is conditioned on, not scored)."""
         tb = self.member.token_bytes
         if not tb.start_ids:
             raise ValueError(f"input_ids: member {self.member.name!r} has no BOS or end-of-text "
                              "token to start a text from, which the exact mode needs")
         self._root(list(tb.start_ids))
-        for byte in (tb.lead if with_bos else b"") + prompt:
+        lead = tb.lead if with_bos else b""
+        self._prompt_probs = np.ones(len(prompt))
+        for i, byte in enumerate(lead + prompt):
+            if score and i >= len(lead):
+                dist = self.distribution()
+                self._prompt_probs[i - len(lead)] = dist[byte] if dist is not None else np.nan
             self.advance(byte)
+
+    def prompt_probs(self, n_bytes: int) -> np.ndarray:
+        """The member's probability of each prompt byte, given the bytes before it."""
+        return self._prompt_probs[:n_bytes]
 
     def begin_from_ids(self, ids: list[int]) -> None:
         """Start after fixed prompt ids (a chat template's rendering): one hypothesis."""
@@ -230,10 +242,12 @@ class ExactSequenceState(SequenceState):
 
     decide = "exact"
 
-    def __init__(self, members: list[Member], weights: list[float], rule: str,
+    def __init__(self, members: list[Member], weighting: Weighting | list[float], rule: str,
                  max_hypotheses: int | None):  # members of another kind: no super().__init__
         self.members = [ExactMember(m, max_hypotheses) for m in members]
-        self.weights = weights
+        self.weighting = weighting = as_weighting(weighting)
+        self.log_w = weighting.start()
+        self.byte_probs: np.ndarray | None = None
         self.rule = rule
         self.finished = False
 
@@ -243,12 +257,16 @@ class ExactSequenceState(SequenceState):
         return None
 
     def _emit(self) -> np.ndarray:
-        joint = combine(self.rule, [m.distribution() for m in self.members], self.weights)
+        dists = [m.distribution() for m in self.members]
+        joint = combine(self.rule, dists, self.weights)
         if joint is None:
             raise RuntimeError("no member gives any probability to the text so far")
+        self.byte_probs = np.stack([d if d is not None else np.full(EPS, np.nan)
+                                    for d in dists])
         return joint / joint.sum()
 
     def step(self, byte: int) -> np.ndarray:
+        self._read(byte)  # the weights first: each member's probability of `byte`
         for m in self.members:
             m.advance(byte)
         return self._emit()

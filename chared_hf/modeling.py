@@ -56,8 +56,10 @@ from .tokenization import (
     ByteTokenizer,
     parse_chat,
 )
+from .weighting import DEFAULT_SWITCH_RATE, Weighting
 
-CONFIG_OVERRIDES = ("weights", "combine", "marginalization", "max_hypotheses")
+CONFIG_OVERRIDES = ("weights", "combine", "marginalization", "max_hypotheses", "weighting",
+                    "switch_rate")
 
 
 def default_generation_config() -> GenerationConfig:
@@ -152,6 +154,8 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         combine: str = "mixture",
         marginalization: str = "chared",
         max_hypotheses: int | None = DEFAULT_MAX_HYPOTHESES,
+        weighting: str = "fixed",
+        switch_rate: float = DEFAULT_SWITCH_RATE,
     ) -> CharEDModel:
         """Wrap ``(model, tokenizer)`` pairs already in memory.
 
@@ -162,13 +166,18 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             marginalization: ``"chared"`` (the paper's decoding) or ``"exact"`` (every member
                 a byte-level LM over all its tokenizations).
             max_hypotheses: with ``"exact"``, hypotheses kept per member (``None``: all).
+            weighting: ``"fixed"`` (the paper), ``"bayes"`` or ``"switching"``: how the
+                weights follow the text, ``weights`` being the prior (``chared_hf.weighting``).
+            switch_rate: the fraction of weight returned to the prior after each byte
+                (``"switching"``).
         """
         if not isinstance(members, list | tuple) or not members:
             raise ValueError("members: expected a non-empty list of (model, tokenizer) pairs")
         if weights is not None:
             weights = check_weights(weights, len(members))
         config = CharEDConfig(weights=weights, combine=combine, marginalization=marginalization,
-                              max_hypotheses=max_hypotheses)
+                              max_hypotheses=max_hypotheses, weighting=weighting,
+                              switch_rate=switch_rate)
         return cls(config, members=list(members))
 
     @classmethod
@@ -311,13 +320,19 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         logits = _to_logits(rows, input_ids.shape[1] if state.decide == "marginal" else 1)
         return CausalLMOutputWithPast(logits=logits.to(self.device), **{CACHE_KW: state})
 
+    @property
+    def weighting(self) -> Weighting:
+        """How each row's member weights follow its text (``chared_hf.weighting``)."""
+        return Weighting(self.config.weighting, tuple(self.member_weights),
+                         self.config.switch_rate)
+
     def _new_row(self, state: EnsembleCache) -> SequenceState | ExactSequenceState:
         if self.config.marginalization == "exact":
-            return ExactSequenceState(self.members, self.member_weights, self.config.combine,
+            return ExactSequenceState(self.members, self.weighting, self.config.combine,
                                       self.config.max_hypotheses)
         if state.trees is None:  # one token tree per member, shared by the rows
             state.trees = [TokenTree(m.model, m.table) for m in self.members]
-        return SequenceState(self.members, self.member_weights, self.config.combine,
+        return SequenceState(self.members, self.weighting, self.config.combine,
                              state.decide, trees=state.trees)
 
     def _start(self, state: EnsembleCache, ids, mask) -> list[list[np.ndarray | None]]:

@@ -3,8 +3,10 @@
 What it does: ``plot_attribution(attribution)`` draws the attributed text in a monospace grid
 (wrapped at ``width`` columns, newlines kept), each character on a background whose colour
 blends the members' colours by their shares (``Attribution.characters``), with a legend of the
-members and their weights; it returns the matplotlib ``Figure`` and writes it to ``path`` (PNG,
-SVG, PDF: whatever matplotlib infers from the suffix) when one is given.
+members and their weights. When the weights follow the text (``weighting="bayes"`` or
+``"switching"``), a strip under the text shows each member's weight at every character. It
+returns the matplotlib ``Figure`` and writes it to ``path`` (PNG, SVG, PDF: whatever matplotlib
+infers from the suffix) when one is given.
 
 matplotlib is optional (``pip install "chared_hf[plot]"``); without it, the call raises an
 ImportError that says so. It does not compute anything about the members (``attribution``).
@@ -62,10 +64,17 @@ def plot_attribution(attribution: Attribution, path: str | os.PathLike | None = 
     from matplotlib.patches import Patch, Rectangle
 
     chars, shares = attribution.characters()
+    weights = attribution.char_weights()
+    moving = weights.size > 0 and not np.allclose(weights, weights[:, :1])
     colours = np.array([to_rgb(c) for c in PALETTE[: len(attribution.names)]])
     cells = _layout(chars, width)
     rows = (cells[-1][1] + 1) if cells else 1
-    fig, ax = plt.subplots(figsize=(0.085 * width + 0.5, 0.2 * rows + 0.8))
+    size = (0.085 * width + 0.5, 0.2 * rows + 0.8 + (1.3 if moving else 0))
+    if moving:
+        fig, (ax, strip) = plt.subplots(2, 1, figsize=size,
+                                        gridspec_kw={"height_ratios": [0.2 * rows + 0.8, 1.3]})
+    else:
+        fig, ax = plt.subplots(figsize=size)
     for col, row, shown, k in cells:
         # Blend towards white by 40% so that the characters stay readable.
         colour = 0.6 * (shares[:, k] @ colours) + 0.4
@@ -75,11 +84,24 @@ def plot_attribution(attribution: Attribution, path: str | os.PathLike | None = 
     ax.set_xlim(0, width)
     ax.set_ylim(-rows, 0)
     ax.axis("off")
-    labels = [f"{name} (w={w:.2f})" for name, w in zip(attribution.names, attribution.weights,
-                                                         strict=True)]
-    ax.legend(handles=[Patch(color=0.6 * c + 0.4, label=lab) for c, lab in zip(
-        colours, labels, strict=True)], loc="upper left", bbox_to_anchor=(0, 0), ncol=len(labels),
-        frameon=False, fontsize=8)
+    labels = [name if moving else f"{name} (w={w:.2f})" for name, w in zip(
+        attribution.names, weights[:, 0] if weights.size else attribution.weights[:, 0],
+        strict=True)]
+    handles = [Patch(color=0.6 * c + 0.4, label=lab) for c, lab in zip(
+        colours, labels, strict=True)]
+    if not moving:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, 0), ncol=len(labels),
+                  frameon=False, fontsize=8)
+    else:  # each member's weight at every character, from the text before it
+        strip.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1.0),
+                     ncol=len(labels), frameon=False, fontsize=8)
+        for name, colour, line in zip(attribution.names, colours, weights, strict=True):
+            strip.plot(np.arange(len(line)), line, color=colour, lw=1.2, label=name)
+        strip.set_ylim(-0.02, 1.02)
+        strip.set_xlim(0, max(len(chars) - 1, 1))
+        strip.set_ylabel("weight", fontsize=8)
+        strip.set_xlabel("character", fontsize=8)
+        strip.tick_params(labelsize=7)
     if title:
         ax.set_title(title, fontsize=9, loc="left")
     if path is not None:

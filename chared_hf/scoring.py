@@ -14,6 +14,9 @@ What it does:
     probability of every byte. EM needs those probabilities to be independent of the weights,
     which holds for members scored as exact byte-level LMs (``marginalization="exact"``): a
     mixture of exact members then gives every byte exactly ``Σ w_i P_i(b)``.
+  * ``mixture_logprobs(logp, weights, weighting, switch_rate)``: what an exact ensemble gives
+    every byte, with fixed weights or weights that follow the text; ``fit_switch_rate`` the
+    rate of ``"switching"`` by likelihood.
 
 What it does not do: load models, read files, or run generation benchmarks (``tasks``).
 """
@@ -27,6 +30,7 @@ import torch
 
 from .modeling import CharEDModel
 from .tokenization import ByteTokenizer
+from .weighting import DEFAULT_SWITCH_RATE, Weighting
 
 LN2 = math.log(2)
 
@@ -98,11 +102,52 @@ def bits_per_byte(nats: float, n_bytes: int) -> float:
     return -nats / LN2 / n_bytes
 
 
-def mixture_logprobs(logp: np.ndarray, weights) -> np.ndarray:
-    """Per-byte log-probabilities of the mixture ``Σ w_i P_i`` from members' ``logp[i, j]``."""
+def mixture_logprobs(logp: np.ndarray, weights, weighting: str = "fixed",
+                     switch_rate: float = DEFAULT_SWITCH_RATE,
+                     segments: list[int] | None = None) -> np.ndarray:
+    """Per-byte log-probabilities of the mixture ``Σ w_i P_i`` from members' ``logp[i, j]``,
+    with weights that follow the text (``weighting``, ``weights`` the prior; see
+    ``chared_hf.weighting``). ``segments``: lengths of pieces each read from its start (the
+    weights start again from the prior at each), as ``split_text`` cuts a text."""
     w = np.asarray(weights, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        return _logsumexp(np.log(w / w.sum())[:, None] + logp, axis=0)
+    logp = np.asarray(logp, dtype=np.float64)
+    if weighting == "fixed":
+        with np.errstate(divide="ignore"):
+            return _logsumexp(np.log(w / w.sum())[:, None] + logp, axis=0)
+    rule = Weighting(weighting, tuple(w), switch_rate)
+    bounds = np.cumsum([0, *(segments or [logp.shape[1]])])
+    if bounds[-1] != logp.shape[1]:
+        raise ValueError(f"segments: expected lengths summing to {logp.shape[1]}, got "
+                         f"{bounds[-1]}")
+    return np.concatenate([rule.sequence(logp[:, a:b])[0]
+                           for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+
+
+def fit_switch_rate(logp: np.ndarray, weights, segments: list[int] | None = None,
+                    low: float = 1e-5, high: float = 0.5, steps: int = 40) -> float:
+    """The switch rate in ``[low, high]`` that maximises the likelihood of the bytes under
+    ``"switching"`` with prior ``weights`` (golden-section search over ``log α``; the
+    likelihood of fixed share is unimodal in practice, and a coarse grid seeds the search)."""
+    def loss(log_rate: float) -> float:
+        return -float(mixture_logprobs(logp, weights, "switching", math.exp(log_rate),
+                                       segments).sum())
+
+    grid = np.linspace(math.log(low), math.log(high), 9)
+    best = int(np.argmin([loss(x) for x in grid]))
+    a, b = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = loss(c), loss(d)
+    for _ in range(steps):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = loss(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = loss(d)
+    return float(math.exp((a + b) / 2))
 
 
 def fit_mixture_weights(logp: np.ndarray, init=None, tol: float = 1e-7,

@@ -30,6 +30,7 @@ What it does not do: talk to ``generate`` (``modeling``) or pick bytes.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from .byte_view import EPS, ByteTable, ByteView
 from .combine import combine
 from .token_bytes import TokenBytes, _split_utf8
 from .token_tree import Node, TokenTree
+from .weighting import Weighting
 
 T = TypeVar("T")
 
@@ -117,8 +119,9 @@ class MemberState:
         return self.node is not None and self.node._path is None
 
     # -- set-up and forward ----------------------------------------------------------------
-    def begin(self, prompt: bytes, with_bos: bool) -> None:
-        """Commit the prompt (the member's own tokenization of it) and run it once."""
+    def begin(self, prompt: bytes, with_bos: bool, score: bool = False) -> None:
+        """Commit the prompt (the member's own tokenization of it) and run it once; ``score``
+        keeps each prompt token's log-probability (``prompt_probs``)."""
         tb = self.member.token_bytes
         if with_bos and not tb.start_ids:
             raise ValueError(
@@ -137,7 +140,28 @@ class MemberState:
                              "no text and no BOS or end-of-text token")
         self.pending = rest
         self.start = ids[: len(tb.start_ids)] if with_bos else []
-        self._forward(ids)
+        self._forward(ids, score=score)
+
+    def prompt_probs(self, n_bytes: int) -> np.ndarray:
+        """The member's evidence about each of the prompt's ``n_bytes`` bytes, for the weights:
+        each prompt token's probability (its own tokenization, after the tokens before it) at
+        the token's last byte, 1 at the other bytes; ``nan`` everywhere where the prompt was not
+        scored. Tokens are aligned from the end of the committed text (a dummy prefix or a cut
+        context shifts nothing)."""
+        out = np.ones(n_bytes)
+        if self.node is not None:
+            self.node.path  # noqa: B018 (runs the queued prompt call if it waits)
+        scores = self.node.scores if self.node is not None else None
+        if scores is None:
+            return np.full(n_bytes, np.nan)
+        ids, pieces = self.ids, self.member.token_bytes.pieces
+        end = n_bytes - len(self.pending) - 1  # the last byte of the committed text
+        for k in range(len(ids) - 1, len(ids) - 1 - len(scores), -1):  # the scored ids
+            size = len(pieces[ids[k]] or b"")
+            if size and end >= 0:
+                out[end] *= math.exp(float(scores[k - len(ids)]))
+            end -= size
+        return out
 
     def begin_from_ids(self, ids: list[int]) -> None:
         """Start from prompt ids rendered elsewhere (a chat template); nothing pending."""
@@ -162,9 +186,9 @@ class MemberState:
         self.node = None
         return self.start + full[-keep:]
 
-    def _forward(self, ids: list[int]) -> None:
+    def _forward(self, ids: list[int], score: bool = False) -> None:
         """Append ``ids`` to the committed tokens: along speculated children where they were
-        run already, else with one forward call."""
+        run already, else with one forward call (``score``: see ``TokenTree.request``)."""
         ids = self._fit_window(ids)
         node, i = self.node, 0
         while node is not None and i < len(ids) and ids[i] in node.children:
@@ -173,7 +197,7 @@ class MemberState:
             # Scoring runs ahead along the text now; generation queues the call, so that the
             # rows of a batch run theirs together (when a distribution is next asked for).
             node = (self._speculate(node, ids[i:]) if self.cursor is not None
-                    else self.tree.request(node, ids[i:]))
+                    else self.tree.request(node, ids[i:], score=score and i == 0))
         self.node = node
 
     def _speculate(self, node: Node | None, ids: list[int]) -> Node:
@@ -255,11 +279,14 @@ class MemberState:
 class SequenceState:
     """The paper's decoding (CharED) for one sequence over all members."""
 
-    def __init__(self, members: list[Member], weights: list[float], rule: str, decide: str,
-                 trees: list[TokenTree] | None = None):
+    def __init__(self, members: list[Member], weighting: Weighting | list[float], rule: str,
+                 decide: str, trees: list[TokenTree] | None = None):
         trees = trees or [None] * len(members)  # shared trees: a batch's rows, one per member
         self.members = [MemberState(m, t) for m, t in zip(members, trees, strict=True)]
-        self.weights = weights
+        self.weighting = weighting = as_weighting(weighting)
+        self.log_w = weighting.start()  # this row's log-weights (float64), moved by its text
+        self.byte_probs: np.ndarray | None = None  # [members, 257] behind the last distribution
+        self._entered: list[np.ndarray | None] = []
         self.rule = rule
         self.decide = decide
         self.finished = False
@@ -273,9 +300,30 @@ class SequenceState:
     def start_gen(self, prompt: bytes, with_bos: bool) -> Generator[None, None, np.ndarray]:
         """``start`` as a generator that pauses where member calls are queued (see ``drive``)."""
         for m in self.members:
-            m.begin(prompt, with_bos)
+            m.begin(prompt, with_bos, score=self.weighting.moves)
         yield
+        self.read_prompt(len(prompt))
         return (yield from self._emit_gen())
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The members' weights now (normalised)."""
+        return self.weighting.weights(self.log_w)
+
+    def read_prompt(self, n_bytes: int) -> None:
+        """Move the weights by the prompt's bytes: each member's evidence per byte
+        (``prompt_probs``), byte by byte, as if the row had read them one at a time."""
+        if not self.weighting.moves or not n_bytes:
+            return
+        probs = np.stack([m.prompt_probs(n_bytes) for m in self.members], axis=1)
+        for row in probs:
+            self.log_w = self.weighting.update(self.log_w, row)
+
+    def _read(self, byte: int) -> None:
+        """Move the weights by ``byte``: each member's probability of it in the distribution
+        the ensemble last returned (``byte_probs``)."""
+        if self.weighting.moves and self.byte_probs is not None and byte < EPS:
+            self.log_w = self.weighting.update(self.log_w, self.byte_probs[:, byte])
 
     def start_from_ids(self, member_ids: list[list[int]]) -> np.ndarray:
         """Start every member from its own prompt ids (e.g. its chat template's rendering)."""
@@ -302,6 +350,7 @@ class SequenceState:
 
     def step_gen(self, byte: int) -> Generator[None, None, np.ndarray]:
         """``step`` as a generator that pauses where member calls are queued (see ``drive``)."""
+        self._read(byte)
         self._resolve_branch(byte)
         for m in self.members:
             if m.pending and not m.can_follow(byte):
@@ -322,19 +371,24 @@ class SequenceState:
         "token goes on" decision allowed)."""
         if self.finished or not any(m.pending for m in self.members):
             return None
-        return _normalise(self._commit_all()[:EPS])
+        joint = self._commit_all()
+        self.byte_probs = _byte_probs(self._entered)
+        return _normalise(joint[:EPS])
 
     # -- internals -------------------------------------------------------------------------
     def _combined(self) -> np.ndarray:
         """Combined outcome distribution; members that cannot follow are left out, and if none
         can, every member commits its pending bytes (its own tokenization) and is asked again."""
-        joint = combine(self.rule, [m.distribution() for m in self.members], self.weights)
+        dists = [m.distribution() for m in self.members]
+        joint = combine(self.rule, dists, self.weights)
         if joint is None:
             for m in self.members:
                 m.commit(sample=False)
-            joint = combine(self.rule, [m.distribution() for m in self.members], self.weights)
+            dists = [m.distribution() for m in self.members]
+            joint = combine(self.rule, dists, self.weights)
         if joint is None:
             raise RuntimeError("no member gives any probability to text or end of text")
+        self._entered = dists  # the members' distributions behind `joint`
         return joint
 
     def _commit_all(self) -> np.ndarray:
@@ -357,10 +411,13 @@ class SequenceState:
             joint = self._combined()
         elif eps > 0 and self.decide == "marginal":
             snaps = [m.snapshot() for m in self.members]
-            keep = joint[:EPS].copy()
+            keep, before = joint[:EPS].copy(), _byte_probs(self._entered)
             after = eps * self._commit_all()[:EPS]
             self._branch = (snaps, keep, after)
+            # Each member's probability of the next byte over both branches, as they mix.
+            self.byte_probs = (1 - eps) * before + eps * _byte_probs(self._entered)
             return _normalise(keep + after)
+        self.byte_probs = _byte_probs(self._entered)
         return _normalise(joint[:EPS])
 
     def _resolve_branch(self, byte: int) -> None:
@@ -398,6 +455,23 @@ def drive(gens: list[Generator[None, None, T]]) -> list[T]:
                 results[i] = stop.value
         active = still
     return results
+
+
+def as_weighting(weighting: Weighting | list[float]) -> Weighting:
+    """A ``Weighting``; a plain list of weights means fixed weights."""
+    return weighting if isinstance(weighting, Weighting) else Weighting("fixed", tuple(weighting))
+
+
+def _byte_probs(dists: list[np.ndarray | None]) -> np.ndarray:
+    """``[members, 257]``: each member's probability of every byte and of end of text given
+    that the current token does not end here (ε left out, renormalised); ``nan`` for a member
+    that gave no distribution (the weights' update leaves it where it is)."""
+    out = np.full((len(dists), EPS), np.nan)
+    for i, d in enumerate(dists):
+        total = d[:EPS].sum() if d is not None else 0.0
+        if total > 0:
+            out[i] = d[:EPS] / total
+    return out
 
 
 def _normalise(dist: np.ndarray) -> np.ndarray:

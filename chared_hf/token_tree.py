@@ -46,7 +46,7 @@ class Node:
     A node made by ``TokenTree.request`` is run later: asking for its slots or distribution
     runs every request queued on its tree, in one forward call."""
 
-    __slots__ = ("_path", "logits", "children", "table", "_view", "_tree")
+    __slots__ = ("_path", "logits", "children", "table", "_view", "_tree", "scores")
 
     def __init__(self, path: torch.Tensor | None, logits: torch.Tensor | None = None,
                  table: ByteTable | None = None, tree: TokenTree | None = None):
@@ -56,6 +56,9 @@ class Node:
         self.table = table
         self._view: ByteView | None = None
         self._tree = tree  # set while the node waits in its tree's queue
+        # For a scored request: natural log-probability of each of its ids after the first,
+        # given the ids before it (``TokenTree.request(..., score=True)``).
+        self.scores: torch.Tensor | None = None
 
     @property
     def path(self) -> torch.Tensor:
@@ -113,11 +116,12 @@ class TokenTree:
         queries = [(parent if i == 0 else i - 1, t) for i, t in enumerate(ids)]
         return self.run(queries, keep_logits=[len(ids) - 1])[-1]
 
-    def request(self, parent: Node | None, ids: list[int]) -> Node:
+    def request(self, parent: Node | None, ids: list[int], score: bool = False) -> Node:
         """The node ``parent·ids``, run later together with every other queued request
-        (``flush``, called when any of them is first looked at)."""
+        (``flush``, called when any of them is first looked at). ``score``: also keep the
+        log-probability of each id after the first (``Node.scores``)."""
         node = Node(None, table=self.table, tree=self)
-        self._queue.append((node, parent, list(ids)))
+        self._queue.append((node, parent, list(ids), score))
         return node
 
     def flush(self) -> None:
@@ -126,14 +130,22 @@ class TokenTree:
             return
         queue, self._queue = self._queue, []
         queries: list[tuple[Parent, int]] = []
-        ends = []
-        for _, parent, ids in queue:
+        ends, keep = [], []
+        for _, parent, ids, score in queue:
+            first = len(queries)
             for i, t in enumerate(ids):
                 queries.append((parent if i == 0 else len(queries) - 1, t))
             ends.append(len(queries) - 1)
-        nodes = self.run(queries, keep_logits=ends)
-        for (node, _, _), end in zip(queue, ends, strict=True):
+            keep += list(range(first, len(queries) - 1)) if score else []
+        nodes = self.run(queries, keep_logits=ends + keep)
+        for (node, _, ids, score), end in zip(queue, ends, strict=True):
             node.path, node.logits, node._tree = nodes[end].path, nodes[end].logits, None
+            if score:  # each id's log-probability after the ids before it
+                before = range(end - len(ids) + 1, end)
+                rows = [nodes[q].logits for q in before]
+                node.scores = (torch.log_softmax(torch.stack(rows).double(), -1).gather(
+                    -1, torch.tensor(ids[1:], device=rows[0].device)[:, None])[:, 0].cpu()
+                    if rows else torch.zeros(0, dtype=torch.float64))
 
     def run(self, queries: list[tuple[Parent, int]],
             keep_logits: Iterable[int] | None = None, views: bool = False) -> list[Node]:

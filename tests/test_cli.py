@@ -104,15 +104,23 @@ def test_fit_weights_minimises_bits_per_byte_and_matches_the_exact_ensemble(fold
     weights = result["weights"]
     assert sum(weights) == pytest.approx(1.0, abs=1e-3)
     dev_rows = {r["system"]: r["bits_per_byte"] for r in result["results"] if r["text"] == "dev"}
-    assert dev_rows["fitted weights"] <= min(dev_rows.values()) + 1e-9
+    fixed_rows = {k: v for k, v in dev_rows.items() if "bayes" not in k and "switch" not in k}
+    assert dev_rows["fixed (fitted)"] <= min(fixed_rows.values()) + 1e-9
+    assert 0 <= result["switch_rate"] <= 0.5
+    # The fitted rate is at least as good on the dev text as Bayes (rate ~0) and rate 0.5.
+    assert dev_rows["switching (fitted)"] <= dev_rows["bayes (fitted)"] + 1e-6
     held_rows = {r["system"]: r["bits_per_byte"] for r in result["results"]
                  if r["text"] == "heldout"}
-    # The held-out figure is what the exact mixture at those weights gives, byte for byte.
-    scored = _run_json(capsys, "score", *_members(folders), str(held), "--json",
-                       "--marginalization", "exact", "--max-hypotheses", "4",
-                       "--weights", *map(str, weights))
-    ensemble = next(r for r in scored["results"] if r["system"] == "ensemble")
-    assert ensemble["bits_per_byte"] == pytest.approx(held_rows["fitted weights"], abs=2e-3)
+    assert result["flags"].startswith("--weights ")
+    # Every held-out figure is what the exact ensemble with those flags gives, byte for byte.
+    for rule in ("fixed", "bayes", "switching"):
+        scored = _run_json(capsys, "score", *_members(folders), str(held), "--json",
+                           "--marginalization", "exact", "--max-hypotheses", "4",
+                           "--weights", *map(str, weights), "--weighting", rule,
+                           "--switch-rate", str(result["switch_rate"]))
+        ensemble = next(r for r in scored["results"] if r["system"] == "ensemble")
+        assert ensemble["bits_per_byte"] == pytest.approx(held_rows[f"{rule} (fitted)"],
+                                                          abs=2e-3), rule
 
 
 def _problems(tmp_path: Path) -> Path:
@@ -257,3 +265,32 @@ def test_every_subcommand_has_help(capsys):
         assert "--member" in capsys.readouterr().out
 
 
+
+
+def test_weighting_flags_reach_the_ensemble(folders, tmp_path, capsys):
+    """--weighting/--switch-rate give the figures of the Python API with those settings;
+    bad values are one line and exit 2."""
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    result = _run_json(capsys, "score", *_members(folders), str(text), "--json",
+                       "--weighting", "switching", "--switch-rate", "0.1")
+    ens = CharEDModel.from_members([_loaded(f) for f in folders], weighting="switching",
+                                   switch_rate=0.1)
+    pieces = split_text(TEXT, 2000)
+    want = bits_per_byte(sum(float(byte_logprobs(ens, p).sum()) for p in pieces),
+                         len(TEXT.encode()))
+    row = next(r for r in result["results"] if r["system"] == "ensemble")
+    assert row["bits_per_byte"] == pytest.approx(want, rel=1e-6)
+    for argv, message in (
+            (["--switch-rate", "2"], "argument --switch-rate: expected a number in [0, 1], "
+                                     "got '2'"),
+            (["--weighting", "product-of-bayes"], "argument --weighting: invalid choice"),
+            (["--combine", "product", "--weighting", "bayes"],
+             "--weighting: 'bayes' needs --combine mixture")):
+        try:
+            code = main(["score", *_members(folders), str(text), *argv])
+        except SystemExit as exit_:  # argparse's own errors
+            code = exit_.code
+        assert code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after loading's progress bars
+        assert err.startswith("chared score: error: ") and message in err, err

@@ -224,7 +224,7 @@ def walk(members: list[Member], weights: list[float], decide: str, prompt: bytes
     weights = list(weights[: len(members)])
     if not any(weights):
         weights[0] = 1.0
-    state = SequenceState(members=members, weights=weights, rule=rule, decide=decide)
+    state = SequenceState(members=members, weighting=weights, rule=rule, decide=decide)
     check_state(state, state.start(prompt, with_bos), decide, "start", fresh)
     for i, byte in enumerate(data):
         check_state(state, state.step(byte), decide, f"step {i} ({bytes([byte])!r})", fresh)

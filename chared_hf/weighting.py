@@ -1,0 +1,137 @@
+"""Member weights that follow the text: fixed, Bayes, and switching (fixed share).
+
+What it does: a ``Weighting`` holds the rule, the prior weights ``π`` and the switch rate ``α``,
+and updates a row's log-weights ``ℓ`` (float64, one per member, normalised) after every byte
+the row reads. With ``p_i`` each member's probability of that byte:
+
+  * ``"fixed"``: ``ℓ = log π`` always (the paper's rule);
+  * ``"bayes"``: ``ℓ_i += log p_i``, renormalised: the weights are the members' posterior given
+    the text so far, and the ensemble's probability of a text is ``Σ_i π_i P_i(text)`` (for
+    members whose byte probabilities do not depend on the weights, e.g. exact members): never
+    more than ``log2(N)`` bits in total worse than the best member;
+  * ``"switching"``: the Bayes update, then a fraction ``α`` of the weight returns to the prior,
+    ``w ← (1 − α)·w + α·π`` (Herbster and Warmuth's fixed share, mixing to the prior): the
+    forward algorithm of a hidden "which member speaks now" chain that stays with probability
+    ``1 − α + α·π_i`` and moves to member ``j`` with ``α·π_j``. ``α = 0`` is Bayes; ``α = 1`` is
+    fixed weights ``π``.
+
+A member that gives no distribution at a byte (it cannot follow the text) or gives the byte
+probability zero (a lossy tokenizer that cannot spell it) keeps its weight relative to the
+others: it is credited with the other members' weighted probability of the byte. If no member
+gives the byte any probability, the weights do not move. So weights are never NaN and never all
+zero, and a member that cannot spell one character is not lost for the rest of the text.
+
+Every function works on arrays whose last axis is the members (``[..., N]``), so the update can
+run for one row or for all rows of a batch at once.
+
+What it does not do: compute members' probabilities (``state``, ``exact``) or combine
+distributions (``combine``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+WEIGHTINGS = ("fixed", "bayes", "switching")
+# Chosen by likelihood on development texts (benchmarks/weighting.py), checked on held-out ones.
+DEFAULT_SWITCH_RATE = 0.01
+
+
+@dataclass(frozen=True)
+class Weighting:
+    """How a row's member weights move with the text (see the module docstring).
+
+    Args:
+        rule: one of ``WEIGHTINGS``.
+        prior: the members' weights before any text (normalised here; zeros allowed).
+        rate: the switch rate ``α`` in ``[0, 1]`` (used by ``"switching"`` only).
+    """
+
+    rule: str
+    prior: tuple[float, ...]
+    rate: float = DEFAULT_SWITCH_RATE
+
+    def __post_init__(self):
+        check_weighting(self.rule, self.rate)
+        total = float(sum(self.prior))
+        object.__setattr__(self, "prior", tuple(float(p) / total for p in self.prior))
+
+    @property
+    def moves(self) -> bool:
+        """Whether the weights depend on the text (anything but ``"fixed"``)."""
+        return self.rule != "fixed" and len(self.prior) > 1
+
+    def start(self) -> np.ndarray:
+        """The log-weights before any text: ``log π``."""
+        with np.errstate(divide="ignore"):
+            return np.log(np.asarray(self.prior, dtype=np.float64))
+
+    def update(self, log_w: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """The log-weights after reading a byte that member ``i`` gave probability
+        ``probs[..., i]`` (``nan`` where it gave no distribution).
+
+        >>> w = Weighting("bayes", (0.5, 0.5))
+        >>> np.exp(w.update(w.start(), np.array([0.9, 0.1]))).round(3).tolist()
+        [0.9, 0.1]
+        >>> s = Weighting("switching", (0.5, 0.5), rate=0.2)
+        >>> np.exp(s.update(s.start(), np.array([0.9, 0.1]))).round(3).tolist()
+        [0.82, 0.18]
+        """
+        if not self.moves:
+            return log_w
+        probs = np.asarray(probs, dtype=np.float64)
+        w = np.exp(log_w)
+        # Step 1: members with no distribution, or zero for this byte, are credited with the
+        # others' weighted probability of it (their weight stays put relative to the others).
+        ok = probs > 0  # nan compares False
+        held = np.where(ok, w, 0.0).sum(-1, keepdims=True)
+        stand_in = np.where(ok, w * np.where(ok, probs, 0.0), 0.0).sum(-1, keepdims=True)
+        moved = held[..., 0] > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            stand_in = stand_in / held
+            p = np.where(ok, probs, stand_in)
+            # Step 2: Bayes: multiply by each member's probability, renormalise.
+            new = log_w + np.log(p)
+            new = new - _logsumexp(new)[..., None]
+            # Step 3: switching: a fraction α of the weight goes back to the prior.
+            if self.rule == "switching" and self.rate > 0:
+                new = np.logaddexp(np.log1p(-self.rate) + new if self.rate < 1 else -np.inf,
+                                   np.log(self.rate) + self.start())
+        # Rows where no member gave the byte any probability keep their weights.
+        return np.where(moved[..., None], new, log_w)
+
+    def weights(self, log_w: np.ndarray) -> np.ndarray:
+        """Normalised weights from log-weights."""
+        return np.exp(log_w - _logsumexp(log_w)[..., None])
+
+    def sequence(self, logp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For members' natural log-probabilities ``logp[i, t]`` of the bytes of one text
+        (members whose probabilities do not depend on the weights, e.g. exact members):
+        the ensemble's log-probability of each byte (``[T]``) and the weights used at each
+        byte (``[N, T]``, from the bytes before it)."""
+        logp = np.asarray(logp, dtype=np.float64)
+        log_w, out, used = self.start(), np.empty(logp.shape[1]), np.empty(logp.shape)
+        for t in range(logp.shape[1]):
+            used[:, t] = w = self.weights(log_w)
+            with np.errstate(divide="ignore"):
+                out[t] = np.log(np.dot(w, np.exp(logp[:, t])))
+            log_w = self.update(log_w, np.exp(logp[:, t]))
+        return out, used
+
+
+def check_weighting(rule: str, rate) -> None:
+    """Validate a weighting rule and switch rate (errors name the argument)."""
+    if rule not in WEIGHTINGS:
+        raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {rule!r}")
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+        raise ValueError(f"switch_rate: expected a number in [0, 1], got {rate!r}")
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    """``log Σ exp`` over the last axis (``-inf`` for an all ``-inf`` row)."""
+    top = np.max(x, axis=-1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return top[..., 0] + np.log(np.exp(x - top).sum(-1))
