@@ -37,8 +37,8 @@ class ByteTable:
 
     def __init__(self, token_bytes: TokenBytes):
         self.token_bytes = token_bytes
-        pieces = token_bytes._sorted
-        self.sorted_ids = torch.tensor(token_bytes._sorted_ids, dtype=torch.long)
+        pieces = token_bytes.sorted_pieces
+        self.sorted_ids = torch.tensor(token_bytes.sorted_ids, dtype=torch.long)
         self.lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         flat = np.frombuffer(b"".join(pieces), dtype=np.uint8).astype(np.int16)
@@ -108,6 +108,15 @@ class ByteView:
         self.cumsum = np.concatenate([[0.0], cumsum])
         self.probs = probs
         self.eos = float(probs[table.eos_ids].sum()) if len(table.eos_ids) else 0.0
+        self._text_total: float | None = None
+
+    @property
+    def text_total(self) -> float:
+        """Mass of the text tokens and end of text: the member's renormalisation constant
+        (special tokens that are not text are left out)."""
+        if self._text_total is None:
+            self._text_total = float(self.masses(b"").sum())
+        return self._text_total
 
     def masses(self, prefix: bytes, bounds: np.ndarray | None = None) -> np.ndarray:
         """Unnormalised masses of the 258 outcomes given pending bytes ``prefix``."""

@@ -4,7 +4,7 @@ What it does: for one member and the bytes so far ``x`` (its dummy prefix includ
 *hypotheses*: token sequences ``τ`` whose bytes are a prefix of ``x``, with their probability
 ``P(τ)`` and pending bytes ``r = x[len(bytes(τ)):]``. Every token sequence that spells a
 continuation of ``x`` is counted exactly once, at the first token that reaches past the end of
-``x`` (Vieira et al. 2025; DESIGN-NOTES §2b), so
+``x`` (Vieira et al. 2025; docs/method.md › Exact mode), so
 
     P(x·b)   = Σ_h P(τ_h)·M_h(r_h·b)  +  Σ_{t: bytes(t) = r_h} P(τ_h·t)·M_{τ_h·t}(b)
     P(x·EOS) = Σ_{t: bytes(t) = r_h} P(τ_h·t)·p(EOS | τ_h·t)   (+ hypotheses with r_h empty)
@@ -66,13 +66,6 @@ class Hypothesis:
     @property
     def view(self) -> ByteView:
         return self.node.view
-
-
-def _root_total(view: ByteView) -> float:
-    """Mass of text tokens and end of text: the member's renormalisation constant."""
-    if not hasattr(view, "_root_total"):
-        view._root_total = float(view.masses(b"").sum())
-    return view._root_total
 
 
 class ExactMember:
@@ -138,7 +131,7 @@ class ExactMember:
             if not h.pending:
                 continue
             ids, probs = h.view.ending_ids(h.pending)
-            total = _root_total(h.view)
+            total = h.view.text_total
             for t, p in zip(ids.tolist(), probs.tolist(), strict=True):
                 if p > 0:
                     candidates.append((h.logp + math.log(p / total), t, h))
@@ -174,7 +167,7 @@ class ExactMember:
         top = max(h.logp for h in everyone)
         rows = []
         for h in everyone:
-            m = h.view.masses(h.pending)[:EPS] / _root_total(h.view)
+            m = h.view.masses(h.pending)[:EPS] / h.view.text_total
             rows.append(m * math.exp(h.logp - top))
         return everyone, rows
 
@@ -197,7 +190,7 @@ class ExactMember:
         kept, guard = [], None
         for h in everyone:
             pending = h.pending + bytes((byte,))
-            mass = float(h.view.masses(pending).sum()) / _root_total(h.view)
+            mass = float(h.view.masses(pending).sum()) / h.view.text_total
             if mass > 0:
                 kept.append((h.logp + math.log(mass), Hypothesis(h.node, h.logp, pending)))
                 if h is base:

@@ -58,6 +58,8 @@ from .tokenization import (
 )
 from .weighting import DEFAULT_SWITCH_RATE, Weighting
 
+# Attention kernels that read an additive 4-D mask (the token tree's); others are refused.
+TREE_MASK_KERNELS = ("eager", "sdpa")
 CONFIG_OVERRIDES = ("weights", "combine", "marginalization", "max_hypotheses", "weighting",
                     "switch_rate")
 
@@ -444,6 +446,12 @@ def _check_pair(index: int, pair):
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"members[{index}]: expected a causal LM model first, "
                          f"got {type(model).__name__}")
+    kernel = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if isinstance(kernel, str) and kernel not in TREE_MASK_KERNELS:
+        raise ValueError(
+            f"members[{index}]: attn_implementation={kernel!r} cannot read the tree attention "
+            "mask chared_hf builds (a 4-D additive mask); load the member with "
+            "attn_implementation='sdpa' (or 'eager')")
     if getattr(tokenizer, "backend_tokenizer", None) is None:
         raise ValueError(f"members[{index}]: expected a fast (tokenizers-backed) tokenizer "
                          f"second, got {type(tokenizer).__name__}")

@@ -41,7 +41,7 @@ import torch
 
 from .byte_view import EPS, ByteTable, ByteView
 from .combine import combine
-from .token_bytes import TokenBytes, _split_utf8
+from .token_bytes import TokenBytes, split_utf8
 from .token_tree import Node, TokenTree
 from .weighting import Weighting
 
@@ -75,6 +75,22 @@ class Member:
         window = getattr(config, "max_position_embeddings", None) if config is not None else None
         return cls(model=model, tokenizer=tokenizer, token_bytes=tb, table=ByteTable(tb),
                    name=name, window=window if isinstance(window, int) and window > 8 else None)
+
+
+class Draws:
+    """The sampler's random choices: whether ε commits (``uniform() < J(ε)``) and which of
+    several ids sharing the pending bytes a commit takes (``pick(probs)``). By default from
+    torch's global generator (``set_seed`` reproduces runs), or from ``generator``; tests give
+    scripted choices by overriding the two methods."""
+
+    def __init__(self, generator: torch.Generator | None = None):
+        self.generator = generator
+
+    def uniform(self) -> float:
+        return float(torch.rand((), generator=self.generator))
+
+    def pick(self, probs: torch.Tensor) -> int:
+        return int(torch.multinomial(probs.float(), 1, generator=self.generator))
 
 
 class TextCursor:
@@ -116,7 +132,7 @@ class MemberState:
     @property
     def waiting(self) -> bool:
         """Whether the committed tokens wait in the tree's queue (not run yet)."""
-        return self.node is not None and self.node._path is None
+        return self.node is not None and not self.node.ready
 
     # -- set-up and forward ----------------------------------------------------------------
     def begin(self, prompt: bytes, with_bos: bool, score: bool = False) -> None:
@@ -127,7 +143,7 @@ class MemberState:
             raise ValueError(
                 f"input_ids: member {self.member.name!r} has no BOS or end-of-text token to start "
                 "a text from; give the prompt without <s> (add_special_tokens=False)")
-        text, rest = _split_utf8(prompt)  # a trailing partial character stays pending
+        text, rest = split_utf8(prompt)  # a trailing partial character stays pending
         ids = list(tb.start_ids) if with_bos else []
         if text:
             ids += tb.encode(text.encode("utf-8"), at_start=with_bos)
@@ -206,7 +222,7 @@ class MemberState:
         (those equal to a prefix of it), in one forward call. They become children, so later
         commits along them need no forward call. Returns the node after ``ids``."""
         tb = self.member.token_bytes
-        ahead, _ = _split_utf8(self.pending + self.cursor.ahead(SPECULATE_BYTES))
+        ahead, _ = split_utf8(self.pending + self.cursor.ahead(SPECULATE_BYTES))
         text = ahead.encode("utf-8")
         if self.lead_pending:  # the text starts with the member's dummy prefix
             guess = tb.encode(text[len(tb.lead):], at_start=True)
@@ -247,13 +263,15 @@ class MemberState:
         """Whether some token with mass starts with the pending bytes followed by ``byte``."""
         return bool(self.view.masses(self.pending + bytes((byte,))).sum() > 0)
 
-    def commit(self, sample: bool) -> None:
-        """Commit the pending bytes: the token that ended, else the member's tokenization."""
+    def commit(self, draws: Draws | None = None) -> None:
+        """Commit the pending bytes: the token that ended (among ids sharing the bytes, the
+        likeliest, or one drawn by probability with ``draws``), else the member's
+        tokenization."""
         if not self.pending:
             return
         ids, probs = self.view.ending_ids(self.pending)
         if len(ids) and float(probs.sum()) > 0:
-            pick = torch.multinomial(probs.float(), 1).item() if sample else int(probs.argmax())
+            pick = draws.pick(probs) if draws is not None else int(probs.argmax())
             new = [int(ids[pick])]
         elif self.lead_pending:
             lead = len(self.member.token_bytes.lead)
@@ -280,7 +298,8 @@ class SequenceState:
     """The paper's decoding (CharED) for one sequence over all members."""
 
     def __init__(self, members: list[Member], weighting: Weighting | list[float], rule: str,
-                 decide: str, trees: list[TokenTree] | None = None):
+                 decide: str, trees: list[TokenTree] | None = None,
+                 draws: Draws | None = None):
         trees = trees or [None] * len(members)  # shared trees: a batch's rows, one per member
         self.members = [MemberState(m, t) for m, t in zip(members, trees, strict=True)]
         self.weighting = weighting = as_weighting(weighting)
@@ -289,6 +308,7 @@ class SequenceState:
         self._entered: list[np.ndarray | None] = []
         self.rule = rule
         self.decide = decide
+        self.draws = draws or Draws()  # the sampler's random choices
         self.finished = False
         self._branch = None  # (snapshots, continue-masses, commit-masses) while undecided
         self.cursor: TextCursor | None = None  # teacher forcing: the text ahead
@@ -357,7 +377,7 @@ class SequenceState:
                 # No token of this member continues its pending bytes with `byte`: it commits
                 # them alone and reads `byte` from its own token boundary, instead of dropping
                 # out of the ensemble until the next joint commit.
-                m.commit(sample=self.decide == "sample")
+                m.commit(self._draws)
             m.advance(byte)
         if self.cursor is not None:
             self.cursor.pos += 1
@@ -383,30 +403,33 @@ class SequenceState:
         joint = combine(self.rule, dists, self.weights)
         if joint is None:
             for m in self.members:
-                m.commit(sample=False)
+                m.commit()
             dists = [m.distribution() for m in self.members]
             joint = combine(self.rule, dists, self.weights)
         if joint is None:
             raise RuntimeError("no member gives any probability to text or end of text")
         self._entered = dists  # the members' distributions behind `joint`
+        self.joint = joint  # the last combined outcome distribution (ε included)
         return joint
+
+    @property
+    def _draws(self) -> Draws | None:
+        """Random choices when sampling; None (argmax) otherwise."""
+        return self.draws if self.decide == "sample" else None
 
     def _commit_all(self) -> np.ndarray:
         for m in self.members:
-            m.commit(sample=self.decide == "sample")
+            m.commit(self._draws)
         return self._combined()
-
-    def _emit(self) -> np.ndarray:
-        return finish(self._emit_gen())
 
     def _emit_gen(self) -> Generator[None, None, np.ndarray]:
         """Resolve ε and return the next byte's distribution (pausing after queued commits)."""
         joint = self._combined()
         eps = float(joint[EPS])
         if eps > 0 and (self.decide == "greedy" and eps >= joint[:EPS].max() or
-                        self.decide == "sample" and torch.rand(()).item() < eps):
+                        self.decide == "sample" and self.draws.uniform() < eps):
             for m in self.members:
-                m.commit(sample=self.decide == "sample")
+                m.commit(self._draws)
             yield
             joint = self._combined()
         elif eps > 0 and self.decide == "marginal":

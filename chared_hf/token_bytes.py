@@ -120,8 +120,9 @@ class TokenBytes:
     unk_id: int | None = None
     _tokenizer: object = field(default=None, repr=False)
     _mid_text: Tokenizer | None = field(default=None, repr=False)
-    _sorted: list[bytes] = field(default_factory=list, repr=False)
-    _sorted_ids: list[int] = field(default_factory=list, repr=False)
+    # Text pieces in byte order and their ids (ByteTable's index; encode's lookups).
+    sorted_pieces: list[bytes] = field(default_factory=list, repr=False)
+    sorted_ids: list[int] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_tokenizer(
@@ -181,8 +182,8 @@ class TokenBytes:
     def _index(self) -> None:
         """Sort the text pieces once; every byte prefix is then a contiguous range."""
         order = sorted((p, i) for i, p in enumerate(self.pieces) if p)
-        self._sorted = [p for p, _ in order]
-        self._sorted_ids = [i for _, i in order]
+        self.sorted_pieces = [p for p, _ in order]
+        self.sorted_ids = [i for _, i in order]
 
     def spell(self, ids: Sequence[int]) -> bytes | None:
         """The bytes a sequence of ids spells, or None if one of them is not text."""
@@ -224,7 +225,7 @@ class TokenBytes:
         target = self.lead + data if at_start else data
         if not target:
             return []
-        text, rest = _split_utf8(target)
+        text, rest = split_utf8(target)
         ids: list[int] = []
         if text:
             ids = self._tokenizer_ids(text, at_start)
@@ -246,9 +247,9 @@ class TokenBytes:
             best = None
             # Longest piece that is a prefix of data[pos:]: walk lengths downwards.
             for end in range(min(len(data), pos + 64), pos, -1):
-                k = bisect.bisect_left(self._sorted, data[pos:end])
-                if k < len(self._sorted) and self._sorted[k] == data[pos:end]:
-                    best = (self._sorted_ids[k], end)
+                k = bisect.bisect_left(self.sorted_pieces, data[pos:end])
+                if k < len(self.sorted_pieces) and self.sorted_pieces[k] == data[pos:end]:
+                    best = (self.sorted_ids[k], end)
                     break
             if best is None:
                 if self.unk_id is None:
@@ -264,7 +265,7 @@ class TokenBytes:
         return ids
 
 
-def _split_utf8(data: bytes) -> tuple[str, bytes]:
+def split_utf8(data: bytes) -> tuple[str, bytes]:
     """Split bytes into the longest valid UTF-8 prefix (as text) and the remaining bytes."""
     try:
         return data.decode("utf-8"), b""

@@ -61,6 +61,11 @@ class Node:
         self.scores: torch.Tensor | None = None
 
     @property
+    def ready(self) -> bool:
+        """Whether the node's tokens have run (a requested node waits for its tree's call)."""
+        return self._path is not None
+
+    @property
     def path(self) -> torch.Tensor:
         if self._path is None:
             self._tree.flush()
@@ -225,9 +230,10 @@ class TokenTree:
             return
         remap = torch.full((self.size,), -1, dtype=torch.long)
         remap[keep] = torch.arange(len(keep))
-        index = keep.to(self.model.device)
+        # Each layer's index on that layer's device (device_map may spread the layers).
         self.cache = DynamicCache(ddp_cache_data=[
-            (layer.keys.index_select(-2, index), layer.values.index_select(-2, index))
+            (layer.keys.index_select(-2, keep.to(layer.keys.device)),
+             layer.values.index_select(-2, keep.to(layer.values.device)))
             for layer in self.cache.layers])
         for node in nodes:
             node.path = remap[node.path]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 from pathlib import Path
 
@@ -110,6 +111,25 @@ def spellings(pieces: dict[int, bytes], text: bytes):
         if text.startswith(p):
             for rest in spellings(pieces, text[len(p):]):
                 yield [i, *rest]
+
+
+def text_logprob(model, pieces: dict[int, bytes], start: list[int], text: bytes,
+                 eos_ids: list[int]) -> float:
+    """The brute-force oracle: log Σ_τ P(τ)·p(end of text | τ) over every token sequence τ
+    whose ``pieces`` spell ``text``, after the ids ``start``; every id that is neither a text
+    piece nor end of text is removed from the model's distribution (as the byte view does)."""
+    allowed = torch.full((model.config.vocab_size,), -torch.inf, dtype=torch.float64)
+    allowed[list(pieces)] = 0.0
+    allowed[list(eos_ids)] = 0.0
+    total = 0.0
+    for seq in spellings(pieces, text):
+        ids = start + seq
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0].double()
+        logp = torch.log_softmax(logits + allowed, -1)
+        lp = sum(float(logp[len(start) - 1 + k, t]) for k, t in enumerate(seq))
+        total += math.exp(lp + float(torch.logsumexp(logp[-1, list(eos_ids)], 0)))
+    return math.log(total) if total > 0 else -math.inf
 
 
 def piece_tokenizer(pieces: list[str], specials: tuple[str, ...] = ("<unk>", "<s>", "</s>")):

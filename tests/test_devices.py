@@ -49,7 +49,7 @@ def test_members_on_cpu_and_cuda(tok, stories):
 def test_device_map_reaches_the_members_and_the_pipeline_keeps_them(tok):
     stories = str(asset_path("models/stories260K"))
     config = CharEDConfig(members=[stories, {"name_or_path": stories, "dtype": "bfloat16"}])
-    model = CharEDModel.from_pretrained(_saved(config), device_map="cuda")
+    model = CharEDModel.from_pretrained(_saved(config), device_map="cuda", local_members=True)
     assert {m.model.device.type for m in model.members} == {"cuda"}
     assert model.hf_device_map
     gen = pipeline("text-generation", model=model, tokenizer=tok)
@@ -63,3 +63,47 @@ def _saved(config: CharEDConfig):
     folder = tempfile.mkdtemp()
     config.save_pretrained(folder)
     return folder
+
+
+@pytest.mark.parametrize("kernel", ["flash_attention_2", "flash_attention_3", "flex_attention"])
+def test_attention_kernels_without_a_tree_mask_are_refused(kernel):
+    """Kernels that cannot read the additive 4-D tree mask would silently attend to the wrong
+    slots: refused at construction, naming the member and the fix."""
+    model, ptok = _pair()
+    model.config._attn_implementation = kernel
+    with pytest.raises(ValueError, match=rf"members\[1\]: attn_implementation={kernel!r} cannot "
+                       r"read the tree attention mask .* attn_implementation='sdpa'"):
+        CharEDModel.from_members([_pair(), (model, ptok)])
+
+
+def test_cache_collection_keeps_each_layers_index_on_its_device(monkeypatch):
+    """A member spread over devices (device_map) has cache layers on several devices: slot
+    collection moves the kept-slot index to each layer's own device. Here the second layer
+    sits on the meta device, which a CPU machine has; index_select refuses an index on another
+    device, as CUDA does (meta tensors would accept it)."""
+    real = torch.Tensor.index_select
+
+    def strict(self, dim, index):
+        if index.device != self.device:
+            raise RuntimeError(f"index on {index.device} for a tensor on {self.device}")
+        return real(self, dim, index)
+
+    monkeypatch.setattr(torch.Tensor, "index_select", strict)
+    from transformers import DynamicCache
+
+    from chared_hf.byte_view import ByteTable
+    from chared_hf.token_bytes import TokenBytes
+    from chared_hf.token_tree import TokenTree
+
+    model, ptok = _pair()
+    tree = TokenTree(model, ByteTable(TokenBytes.from_tokenizer(ptok, vocab_size=len(ptok))))
+    keep = tree.chain(None, [1, 3, 4])
+    tree.chain(None, [1, 5, 6, 7])  # a branch nobody keeps
+    tree.register(lambda: [keep])
+    keys = torch.randn(1, 1, tree.size, 8)
+    tree.cache = DynamicCache(ddp_cache_data=[(keys, keys.clone()),
+                                              (keys.to("meta"), keys.to("meta"))])
+    tree.collect()
+    layers = tree.cache.layers
+    assert layers[0].keys.device.type == "cpu" and layers[1].keys.device.type == "meta"
+    assert layers[1].keys.shape[-2] == layers[0].keys.shape[-2] == tree.size == 3

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import asset_path, load_tokenizer, piece_tokenizer, spellings, tiny_model
+from conftest import asset_path, load_tokenizer, piece_tokenizer, text_logprob, tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,22 +23,10 @@ from chared_hf.tokenization import EOS_ID
 
 
 def _brute_force(model, tok, text: bytes, start: list[int], eos: int) -> float:
-    """log Σ_τ P(τ)·p(EOS | τ) over token sequences τ spelling ``text``."""
-    vocab = tok.get_vocab()
-    pieces = {i: p.replace("▁", " ").encode() for p, i in vocab.items()
+    """log Σ_τ P(τ)·p(EOS | τ) over token sequences τ spelling ``text`` (conftest's oracle)."""
+    pieces = {i: p.replace("▁", " ").encode() for p, i in tok.get_vocab().items()
               if p not in tok.all_special_tokens}
-    allowed = torch.full((len(tok),), -torch.inf, dtype=torch.float64)
-    allowed[list(pieces)] = 0
-    allowed[eos] = 0
-    total = 0.0
-    for seq in spellings(pieces, text):
-        ids = start + seq
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([ids])).logits[0].double()
-        logp = torch.log_softmax(logits + allowed, -1)
-        lp = sum(float(logp[len(start) - 1 + k, t]) for k, t in enumerate(seq))
-        total += math.exp(lp + float(logp[-1, eos]))
-    return math.log(total)
+    return text_logprob(model, pieces, start, text, [eos])
 
 
 def _teacher_forced(ens: CharEDModel, text: bytes) -> float:

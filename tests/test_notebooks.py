@@ -17,7 +17,7 @@ def test_notebook_runs(path):
     notebook = nbformat.read(path, as_version=4)
     nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}}).execute()
-    errors = [out for cell in notebook.cells for out in cell.get("outputs", [])
-              if out.get("output_type") == "error"]
-    assert not errors
-    assert any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+    # execute() raises on a cell's error; here: every code cell ran, in order, with output.
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1))
+    assert all(cell.get("outputs") for cell in code[-2:])

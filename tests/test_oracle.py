@@ -3,21 +3,22 @@
 With one member at weight 1, the probability that the ensemble's *sampler* produces a string
 (then end of text) must equal the member's own token-level probability of that string: the sum
 over every token sequence that spells it. The sampler's random choices (ε draws and bytes) are
-enumerated exhaustively by scripting torch.rand and reading the distributions it returns.
+enumerated exhaustively by scripting them (``state.Draws``) and reading the distributions
+the sampler returns.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 import torch
-from conftest import piece_tokenizer, spellings, tiny_model
+from conftest import piece_tokenizer, text_logprob, tiny_model
 
-import chared_hf.state as state_mod
 from chared_hf.byte_view import EOT, EPS
-from chared_hf.state import Member, SequenceState
+from chared_hf.state import Draws, Member, SequenceState
 
 PIECES = ["a", "b", "ab", "ba", "aa", "abb", "bab"]
 PROMPT = b"ab"
@@ -60,63 +61,48 @@ def member():
 
 
 def _member_probability(member: Member, prompt_ids: list[int], text: bytes) -> float:
-    """The member's own probability of ``text`` then end of text, over all tokenizations,
-    with non-text special tokens masked out (as the byte view does)."""
+    """The member's own probability of ``text`` then end of text, over all tokenizations."""
     tb = member.token_bytes
     pieces = {i: p for i, p in enumerate(tb.pieces) if p}
-    allowed = torch.zeros(len(tb.pieces), dtype=torch.bool)
-    allowed[list(pieces)] = True
-    allowed[tb.eos_ids] = True
-    total = 0.0
-    for seq in spellings(pieces, text):
-        ids = prompt_ids + seq
-        with torch.no_grad():
-            logits = member.model(input_ids=torch.tensor([ids])).logits[0].double()
-        probs = torch.softmax(logits.masked_fill(~allowed, -torch.inf), dim=-1)
-        start = len(prompt_ids) - 1
-        p = 1.0
-        for k, t in enumerate(seq):
-            p *= float(probs[start + k, t])
-        p *= float(probs[-1, tb.eos_ids].sum())
-        total += p
-    return total
+    return math.exp(text_logprob(member.model, pieces, prompt_ids, text, tb.eos_ids))
 
 
-def _scripted_run(member: Member, text: bytes, script: tuple[int, ...], monkeypatch,
-                  prompt: bytes = PROMPT):
-    """Run the real sampler with scripted random choices; (path probability, draws used) or
-    None. Each script entry is one ε draw: 0 = do not commit, k >= 1 = commit and, if several
-    ids spell the pending bytes, take the k-th of them."""
-    decisions, factors, last, picks = list(script), [], {}, []
-    real_combine = state_mod.combine
+class _Scripted(Draws):
+    """The sampler's random choices from a script: each entry is one ε draw, 0 = do not
+    commit, k >= 1 = commit and, if several ids spell the pending bytes, take the k-th of them.
+    ``factors`` collects the probability of each scripted choice."""
 
-    def recording_combine(*args):
-        last["joint"] = real_combine(*args)
-        return last["joint"]
+    def __init__(self, script: tuple[int, ...]):
+        super().__init__()
+        self.decisions, self.factors, self.picks = list(script), [], []
+        self.row: SequenceState | None = None
 
-    def scripted_rand(*args, **kwargs):
-        if not decisions:
+    def uniform(self) -> float:
+        if not self.decisions:
             raise _Stop
-        eps = float(last["joint"][EPS])
-        choice = decisions.pop(0)
+        eps = float(self.row.joint[EPS])
+        choice = self.decisions.pop(0)
         commit = choice > 0
-        picks.append(choice - 1)
-        factors.append(eps if commit else 1.0 - eps)
+        self.picks.append(choice - 1)
+        self.factors.append(eps if commit else 1.0 - eps)
         # A uniform draw just below J(ε) must commit, one at J(ε) must not.
-        return torch.tensor(eps * (1 - 1e-9) if commit else eps, dtype=torch.float64)
+        return eps * (1 - 1e-9) if commit else eps
 
-    def scripted_multinomial(probs, n):
-        k = picks[-1]
+    def pick(self, probs: torch.Tensor) -> int:
+        k = self.picks[-1]
         if k >= len(probs):
             raise _Stop  # no such id: not a path
-        factors.append(float(probs[k]) / float(probs.sum()))
-        return torch.tensor([k])
+        self.factors.append(float(probs[k]) / float(probs.sum()))
+        return k
 
-    monkeypatch.setattr(state_mod, "combine", recording_combine)
-    monkeypatch.setattr(state_mod.torch, "rand", scripted_rand)
-    monkeypatch.setattr(state_mod.torch, "multinomial", scripted_multinomial)
+
+def _scripted_run(member: Member, text: bytes, script: tuple[int, ...],
+                  prompt: bytes = PROMPT):
+    """Run the real sampler with scripted random choices; (path probability, draws used) or
+    None."""
+    draws = _Scripted(script)
     try:
-        row = SequenceState([member], [1.0], "mixture", "sample")
+        row = draws.row = SequenceState([member], [1.0], "mixture", "sample", draws=draws)
         dist = row.start(prompt, with_bos=True)
         p = 1.0
         for byte in text:
@@ -125,17 +111,15 @@ def _scripted_run(member: Member, text: bytes, script: tuple[int, ...], monkeypa
         p *= dist[EOT]
     except _Stop:
         return None
-    finally:
-        monkeypatch.undo()
-    return p * float(np.prod(factors)), script[: len(script) - len(decisions)]
+    return p * float(np.prod(draws.factors)), script[: len(script) - len(draws.decisions)]
 
 
-def _sampler_probability(member: Member, text: bytes, monkeypatch, choices: int = 1,
+def _sampler_probability(member: Member, text: bytes, choices: int = 1,
                          prompt: bytes = PROMPT) -> float:
     """Probability that the real sampling code path emits ``text`` then end of text."""
     total, seen = 0.0, set()
     for script in itertools.product(range(choices + 1), repeat=len(text) + 1):
-        result = _scripted_run(member, text, script, monkeypatch, prompt)
+        result = _scripted_run(member, text, script, prompt)
         if result is None or result[1] in seen:
             continue  # needs more draws, or the same path with unused trailing draws
         seen.add(result[1])
@@ -162,7 +146,7 @@ def test_byte_view_first_byte_matches_brute_force(member):
 
 
 @pytest.mark.parametrize("length", [1, 2, 3, 4])
-def test_decoding_equivalence(member, monkeypatch, length):
+def test_decoding_equivalence(member, length):
     """One member at weight 1: the sampler's probability of every string of up to 4 bytes
     (then end of text) equals the member's own, summed over all tokenizations."""
     tb = member.token_bytes
@@ -172,24 +156,27 @@ def test_decoding_equivalence(member, monkeypatch, length):
     for letters in itertools.product(b"ab", repeat=length):
         text = bytes(letters)
         want = _member_probability(member, prompt_ids, text)
-        got = _sampler_probability(member, text, monkeypatch)
+        got = _sampler_probability(member, text)
         assert got == pytest.approx(want, rel=1e-6, abs=1e-12), text
         mass += want
     assert mass > 1e-3  # the check is not vacuous
 
 
-def test_ensemble_is_normalised_over_short_strings(member, monkeypatch):
-    """The sampler's probabilities of all strings of length <= 4 then EOS, plus the mass of
-    longer strings, account for the whole distribution: each prefix's mass splits exactly."""
-    total = sum(
-        _sampler_probability(member, bytes(t), monkeypatch)
-        for n in range(0, 3) for t in itertools.product(b"ab", repeat=n)
-    )
-    assert 0.0 < total < 1.0
+def test_ensemble_is_normalised_over_short_strings(member):
+    """The sampler's total probability of every string of up to 2 bytes then end of text is
+    the member's own total over the same strings (each summed over all tokenizations), and
+    the rest of the mass (longer strings) is what the sampler gives to continuing past them."""
+    texts = [bytes(t) for n in range(0, 3) for t in itertools.product(b"ab", repeat=n)]
+    tb = member.token_bytes
+    prompt_ids = tb.start_ids + tb.encode(PROMPT, at_start=True)
+    total = sum(_sampler_probability(member, t) for t in texts)
+    want = sum(_member_probability(member, prompt_ids, t) for t in texts)
+    assert total == pytest.approx(want, rel=1e-6)
+    assert 1e-3 < total < 1.0
 
 
 @pytest.mark.parametrize("length", [1, 2, 3])
-def test_decoding_equivalence_with_ids_that_share_bytes(monkeypatch, length):
+def test_decoding_equivalence_with_ids_that_share_bytes(length):
     """Several ids spelling the same bytes: the commit picks among them by probability, and
     the sampler still reproduces the member's own distribution over strings."""
     member = _duplicate_member()
@@ -199,7 +186,7 @@ def test_decoding_equivalence_with_ids_that_share_bytes(monkeypatch, length):
     for letters in itertools.product(b"ab", repeat=length):
         text = bytes(letters)
         want = _member_probability(member, prompt_ids, text)
-        got = _sampler_probability(member, text, monkeypatch, choices=2)
+        got = _sampler_probability(member, text, choices=2)
         assert got == pytest.approx(want, rel=1e-6, abs=1e-12), text
 
 
@@ -216,7 +203,7 @@ def _lead_member() -> Member:
 
 
 @pytest.mark.parametrize("length", [1, 2, 3])
-def test_decoding_equivalence_from_the_start_of_text_with_a_dummy_prefix(monkeypatch, length):
+def test_decoding_equivalence_from_the_start_of_text_with_a_dummy_prefix(length):
     """Empty prompt after <s>: a SentencePiece member sees ``" " + text`` (its dummy prefix);
     the sampler's probability of each text equals the member's sum over every tokenization
     of ``" " + text``, conditioned on the stream starting with the dummy prefix (the member's
@@ -233,5 +220,5 @@ def test_decoding_equivalence_from_the_start_of_text_with_a_dummy_prefix(monkeyp
     for letters in itertools.product(b"ab", repeat=length):
         text = bytes(letters)
         want = _member_probability(member, list(tb.start_ids), b" " + text) / lead_mass
-        got = _sampler_probability(member, text, monkeypatch, prompt=b"")
+        got = _sampler_probability(member, text, prompt=b"")
         assert got == pytest.approx(want, rel=1e-6, abs=1e-12), text

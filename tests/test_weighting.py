@@ -230,3 +230,32 @@ def test_weighting_is_saved_and_can_be_overridden(abc_pair, tmp_path):
     assert bayes.config.weighting == "bayes"
     with pytest.raises(ValueError, match="switch_rate: expected a number in"):
         CharEDModel.from_pretrained(tmp_path, switch_rate=-1)
+
+
+def test_pipeline_streaming_sampling_and_chat_with_switching(abc_pair):
+    """The stock surfaces with weights that follow the text: the pipeline gives generate's text,
+    a streamer prints it, seeded sampling repeats, and a chat starts from the prior (the
+    members' renderings differ, so the prompt does not move the weights)."""
+    from transformers import TextIteratorStreamer, pipeline, set_seed
+
+    model = CharEDModel.from_members(abc_pair, weights=[0.3, 0.7], weighting="switching",
+                                     switch_rate=0.05)
+    tok = ByteTokenizer()
+    enc = tok("cab ab", return_tensors="pt")
+    text = tok.decode(model.generate(**enc, max_new_tokens=12)[0], skip_special_tokens=True)
+    gen = pipeline("text-generation", model=model, tokenizer=tok)
+    assert gen("cab ab", max_new_tokens=12, do_sample=False)[0]["generated_text"] == text
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    model.generate(**enc, max_new_tokens=12, streamer=streamer)
+    assert "cab ab" + "".join(streamer) == text
+    samples = []
+    for _ in range(2):
+        set_seed(11)
+        samples.append(model.generate(**enc, max_new_tokens=12, do_sample=True, top_k=0))
+    assert torch.equal(*samples)
+    chat = tok.apply_chat_template([{"role": "user", "content": "ab ca"}],
+                                   add_generation_prompt=True, return_tensors="pt")
+    ids = chat["input_ids"] if hasattr(chat, "keys") else chat
+    state = EnsembleCache(decide="greedy")
+    model.generate(input_ids=ids, max_new_tokens=1, **{CACHE_KW: state})
+    assert np.allclose(state.rows[0].weights, [0.3, 0.7])
