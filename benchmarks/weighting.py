@@ -9,13 +9,16 @@ each kind (about ``--bytes`` each) and a mixed text (story, then code, then math
 text from one kind to the next. Every text is scored from its start.
 
 Fitted on the development texts only: the fixed weights by EM (exact members), and the
-switch rate by likelihood with those weights as the prior. Reported on the held-out texts:
+switch rate by likelihood, for two priors: EM's weights and equal weights. Reported on the
+held-out texts:
 
   * exact mode (``--max-hypotheses``, default 8): each member alone, fixed weights (EM on the
     development texts, and EM on that very held-out text: the best fixed weighting there is),
-    Bayes, switching at the fitted rate and at the package default. These are what the exact
-    ensemble gives (``scoring.mixture_logprobs``, tested byte for byte against the model);
-  * paper mode: each member alone and the ensemble with each weighting, teacher-forced.
+    Bayes and switching (at the fitted rate and at the package default) with each prior.
+    These are what the exact ensemble gives (``scoring.mixture_logprobs``, tested byte for
+    byte against the model);
+  * paper mode: each member alone and the ensemble with each weighting (fixed: EM's weights;
+    Bayes and switching at the default rate: equal prior), teacher-forced.
     Bits per byte count every byte: a byte given probability zero makes the figure infinite,
     and the number of such bytes is shown;
   * generation: greedy, ``--new-bytes`` from the five benchmark prompts, fixed against
@@ -98,17 +101,23 @@ def bpb(nats: np.ndarray) -> float:
 
 
 def exact_rows(names, pairs, data, k: int) -> tuple[list[dict], dict]:
-    """Exact-mode figures: members' byte log-probabilities once, mixtures computed from them."""
+    """Exact-mode figures: members' byte log-probabilities once (saved to an ``.npz`` beside
+    the JSON), mixtures computed from them."""
     singles = exact_members(pairs, k)
     logp = {split: {kind: np.stack([byte_logprobs(m, text) for m in singles])
                     for kind, text in parts.items()} for split, parts in data.items()}
+    np.savez(REPO / "benchmarks" / "results" / f"weighting-logp-{'+'.join(names)}.npz",
+             **{f"{split}-{kind}": a for split, d in logp.items() for kind, a in d.items()})
     dev = [logp["dev"][kind] for kind in data["dev"]]
     dev_all = np.concatenate(dev, axis=1)
     segments = [a.shape[1] for a in dev]
     weights, _ = fit_mixture_weights(dev_all)
-    rate = fit_switch_rate(dev_all, weights, segments)
-    fitted = {"weights": weights.tolist(), "switch_rate": rate}
-    print(f"dev fit: weights {np.round(weights, 4).tolist()}, switch rate {rate:.4g}")
+    # Bayes and switching with two priors: EM's fixed weights, and equal weights.
+    priors = {"EM prior": weights, "equal prior": np.ones(len(names)) / len(names)}
+    rates = {label: fit_switch_rate(dev_all, prior, segments) for label, prior in priors.items()}
+    fitted = {"weights": weights.tolist(), "switch_rates": rates}
+    print(f"dev fit: weights {np.round(weights, 4).tolist()}, switch rates "
+          f"{ {k: float(f'{v:.3g}') for k, v in rates.items()} }")
     rows = []
     for kind, lp in logp["heldout"].items():
         row = {"text": kind, "bytes": lp.shape[1]}
@@ -117,11 +126,12 @@ def exact_rows(names, pairs, data, k: int) -> tuple[list[dict], dict]:
         own_em, _ = fit_mixture_weights(lp)
         row["fixed (EM dev)"] = bpb(mixture_logprobs(lp, weights))
         row["fixed (EM on this text)"] = bpb(mixture_logprobs(lp, own_em))
-        row["bayes"] = bpb(mixture_logprobs(lp, weights, "bayes"))
-        row[f"switching {rate:.2g} (fit)"] = bpb(mixture_logprobs(lp, weights, "switching",
-                                                                  rate))
-        row[f"switching {DEFAULT_SWITCH_RATE} (default)"] = bpb(
-            mixture_logprobs(lp, weights, "switching", DEFAULT_SWITCH_RATE))
+        for label, prior in priors.items():
+            row[f"bayes, {label}"] = bpb(mixture_logprobs(lp, prior, "bayes"))
+            row[f"switching {rates[label]:.2g} (fit), {label}"] = bpb(
+                mixture_logprobs(lp, prior, "switching", rates[label]))
+            row[f"switching {DEFAULT_SWITCH_RATE}, {label}"] = bpb(
+                mixture_logprobs(lp, prior, "switching", DEFAULT_SWITCH_RATE))
         rows.append(row)
     return rows, fitted
 
@@ -130,7 +140,8 @@ def paper_rows(names, pairs, data, fitted) -> list[dict]:
     """Paper-mode figures on the held-out texts, teacher-forced, every byte counted."""
     systems = [(f"{n} alone", [p], {}) for n, p in zip(names, pairs, strict=True)]
     for rule in ("fixed", "bayes", "switching"):
-        systems.append((rule, pairs, dict(weights=fitted["weights"], weighting=rule,
+        prior = fitted["weights"] if rule == "fixed" else None  # equal prior for the others
+        systems.append((rule, pairs, dict(weights=prior, weighting=rule,
                                           switch_rate=DEFAULT_SWITCH_RATE)))
     rows = []
     for kind, text in data["heldout"].items():
@@ -146,7 +157,7 @@ def paper_rows(names, pairs, data, fitted) -> list[dict]:
 def generation_rows(pairs, fitted, new_bytes: int, repeats: int) -> list[dict]:
     """Time per generated byte, fixed against switching (alternated, medians)."""
     tok = ByteTokenizer()
-    models = {rule: CharEDModel.from_members(pairs, weights=fitted["weights"], weighting=rule,
+    models = {rule: CharEDModel.from_members(pairs, weighting=rule,
                                              switch_rate=DEFAULT_SWITCH_RATE)
               for rule in ("fixed", "switching")}
     with torch.no_grad():  # warm-up

@@ -381,24 +381,39 @@ def _fit_weights(args, report: Report) -> None:
     init = None if args.weights is None else np.asarray(args.weights, dtype=np.float64)
     dev_logp, dev_pieces = _member_byte_logprobs(report, "dev", exact, names, dev,
                                                  args.chunk_bytes)
-    # Fixed weights by EM, then the switch rate by likelihood with those weights as prior.
+    # Fixed weights by EM; then, for each prior (EM's weights, equal weights), the switch
+    # rate by likelihood. Every figure is what the exact ensemble with those flags gives.
     weights, iterations = scoring.fit_mixture_weights(dev_logp, init=init)
-    rate = scoring.fit_switch_rate(dev_logp, weights, dev_pieces)
-    report.record(weights=weights.tolist(), iterations=iterations, switch_rate=rate)
-    rows = _mixture_rows("dev", dev_logp, dev_pieces, names, weights, rate)
+    priors = {"EM prior": weights, "equal prior": np.full(len(names), 1.0 / len(names))}
+    rates = {label: scoring.fit_switch_rate(dev_logp, prior, dev_pieces)
+             for label, prior in priors.items()}
+    systems = _weighting_systems(priors, rates)
+    report.record(weights=weights.tolist(), iterations=iterations, switch_rates=rates)
+    rows = _mixture_rows("dev", dev_logp, dev_pieces, names, systems)
     if heldout is not None:
         held_logp, held_pieces = _member_byte_logprobs(report, "heldout", exact, names,
                                                        heldout, args.chunk_bytes)
-        rows += _mixture_rows("heldout", held_logp, held_pieces, names, weights, rate)
+        rows += _mixture_rows("heldout", held_logp, held_pieces, names, systems)
     dev_rows = {r["system"]: r["bits_per_byte"] for r in rows if r["text"] == "dev"}
-    best = min(("fixed", "bayes", "switching"), key=lambda w: dev_rows[f"{w} (fitted)"])
-    flags = "--weights " + " ".join(f"{w:.4f}" for w in weights) + f" --weighting {best}"
-    flags += f" --switch-rate {rate:.4g}" if best == "switching" else ""
+    best = min(systems, key=lambda system: dev_rows[system])
+    prior, rule, rate = systems[best]
+    flags = "--weights " + " ".join(f"{w:.4f}" for w in prior) + f" --weighting {rule}"
+    flags += f" --switch-rate {rate:.4g}" if rule == "switching" else ""
     report.summary(rows, weights=[round(float(w), 4) for w in weights], iterations=iterations,
-                   switch_rate=float(f"{rate:.4g}"), weighting=best, flags=flags,
-                   max_hypotheses=args.max_hypotheses)
+                   switch_rates={k: float(f"{v:.4g}") for k, v in rates.items()},
+                   best=best, flags=flags, max_hypotheses=args.max_hypotheses)
     if not args.json:
         print("use: " + flags)
+
+
+def _weighting_systems(priors: dict, rates: dict) -> dict[str, tuple]:
+    """``{system: (prior, weighting, rate)}``: fixed at EM's weights, then Bayes and
+    switching (at its fitted rate) with each prior."""
+    systems = {"fixed (EM)": (priors["EM prior"], "fixed", 0.0)}
+    for label, prior in priors.items():
+        systems[f"bayes, {label}"] = (prior, "bayes", 0.0)
+        systems[f"switching, {label}"] = (prior, "switching", rates[label])
+    return systems
 
 
 def _member_byte_logprobs(report: Report, label: str, exact, names, text: str,
@@ -420,18 +435,16 @@ def _member_byte_logprobs(report: Report, label: str, exact, names, text: str,
     return np.stack(rows), [len(p.encode()) for p in pieces]
 
 
-def _mixture_rows(label: str, logp: np.ndarray, pieces: list[int], names, weights,
-                  rate: float) -> list[dict]:
-    """Bits per byte of each member, equal fixed weights, and the fitted weights under each
-    weighting (the exact ensemble's figures: ``scoring.mixture_logprobs``)."""
+def _mixture_rows(label: str, logp: np.ndarray, pieces: list[int], names,
+                  systems: dict[str, tuple]) -> list[dict]:
+    """Bits per byte of each member, equal fixed weights, and each weighting system (the
+    exact ensemble's figures: ``scoring.mixture_logprobs``)."""
     n = logp.shape[1]
     rows = [{"text": label, "system": name, "bits_per_byte": scoring.bits_per_byte(
         float(row.sum()), n)} for name, row in zip(names, logp, strict=True)]
-    systems = (("equal weights", np.ones(len(names)), "fixed"),
-               ("fixed (fitted)", weights, "fixed"), ("bayes (fitted)", weights, "bayes"),
-               ("switching (fitted)", weights, "switching"))
-    for system, w, rule in systems:
-        nats = float(scoring.mixture_logprobs(logp, w, rule, rate, pieces).sum())
+    every = {"equal weights": (np.ones(len(names)), "fixed", 0.0), **systems}
+    for system, (prior, rule, rate) in every.items():
+        nats = float(scoring.mixture_logprobs(logp, prior, rule, rate, pieces).sum())
         rows.append({"text": label, "system": system,
                      "bits_per_byte": scoring.bits_per_byte(nats, n)})
     return rows

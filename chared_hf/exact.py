@@ -41,16 +41,16 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Generator
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import engine
 from .byte_view import EPS, ByteView
 from .combine import combine
-from .state import Member, SequenceState, as_weighting
+from .state import Member, as_weighting
 from .token_tree import Node, TokenTree
-from .weighting import Weighting
+from .weighting import RowWeights, Weighting
 
 UNBOUNDED_LIMIT = 4096  # children one byte may need before the unbounded mode gives up
 
@@ -228,50 +228,74 @@ class ExactMember:
         self.protected, self.children = self.hyps[0], None
 
 
-class ExactSequenceState(SequenceState):
+class ExactSequenceState:
     """The ensemble of exact members for one sequence: members advance independently (each
-    commits at its own token ends) and their byte distributions are combined. ``start`` and
-    ``start_from_ids`` are the paper mode's; there is no ε to resolve."""
+    commits at its own token ends, running its calls at once) and their byte distributions
+    are combined; there is no ε to resolve. The same row protocol as the paper mode's
+    ``state.SequenceState`` (see ``engine``), without sharing its code."""
 
     decide = "exact"
+    trees: list = []  # exact members run their calls at once: nothing is queued
 
     def __init__(self, members: list[Member], weighting: Weighting | list[float], rule: str,
-                 max_hypotheses: int | None):  # members of another kind: no super().__init__
+                 max_hypotheses: int | None):
         self.members = [ExactMember(m, max_hypotheses) for m in members]
-        self.weighting = weighting = as_weighting(weighting)
-        self.log_w = weighting.start()
-        self.byte_probs: np.ndarray | None = None
+        self.row_weights = RowWeights(as_weighting(weighting))
         self.rule = rule
         self.finished = False
+        self._prompt_bytes: int | None = None
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The members' weights now (normalised)."""
+        return self.row_weights.weights
+
+    def start(self, prompt: bytes, with_bos: bool) -> np.ndarray:
+        """Every member reads the prompt; the distribution of the first new byte."""
+        return engine.start([self], [lambda row: row.begin(prompt, with_bos)])[0]
+
+    def start_from_ids(self, member_ids: list[list[int]]) -> np.ndarray:
+        """Every member starts after its own prompt ids (a chat template's rendering)."""
+        return engine.start([self], [lambda row: row.begin_from_ids(member_ids)])[0]
+
+    def step(self, byte: int) -> np.ndarray:
+        """Advance by ``byte``; the distribution (bytes + end of text) of the next byte."""
+        return engine.step([self], [byte])[0]
+
+    def begin(self, prompt: bytes, with_bos: bool) -> None:
+        for m in self.members:
+            m.begin(prompt, with_bos, score=self.row_weights.moves)
+        self._prompt_bytes = len(prompt)
+
+    def begin_from_ids(self, member_ids: list[list[int]]) -> None:
+        for m, ids in zip(self.members, member_ids, strict=True):
+            m.begin_from_ids(ids)
 
     def read_ahead(self, text: bytes) -> None:
         """The exact mode does not run ahead along the text (its hypotheses are pruned by the
         probabilities they get, so the calls it needs are not known in advance)."""
         return None
 
-    def _emit(self) -> np.ndarray:
+    def advance(self, byte: int) -> None:
+        self.row_weights.read(byte)  # the weights first: each member's probability of `byte`
+        for m in self.members:
+            m.advance(byte)
+
+    def resolve(self) -> None:
+        """No token-end decision; a prompt just read moves the weights."""
+        if self._prompt_bytes is not None:
+            self.row_weights.read_prompt([m.prompt_probs(self._prompt_bytes)
+                                          for m in self.members])
+            self._prompt_bytes = None
+
+    def distribution(self) -> np.ndarray:
         dists = [m.distribution() for m in self.members]
         joint = combine(self.rule, dists, self.weights)
         if joint is None:
             raise RuntimeError("no member gives any probability to the text so far")
-        self.byte_probs = np.stack([d if d is not None else np.full(EPS, np.nan)
-                                    for d in dists])
+        self.row_weights.byte_probs = np.stack([d if d is not None else np.full(EPS, np.nan)
+                                                for d in dists])
         return joint / joint.sum()
-
-    def step(self, byte: int) -> np.ndarray:
-        self._read(byte)  # the weights first: each member's probability of `byte`
-        for m in self.members:
-            m.advance(byte)
-        return self._emit()
-
-    def step_gen(self, byte: int) -> Generator[None, None, np.ndarray]:
-        """``step`` (exact members run their calls at once: nothing is queued)."""
-        return self.step(byte)
-        yield  # unreachable: makes this function a generator
-
-    def _emit_gen(self) -> Generator[None, None, np.ndarray]:
-        return self._emit()
-        yield  # unreachable: makes this function a generator
 
     def recommit(self) -> None:
         """Nothing to re-decide: exact members have no token-end decision."""

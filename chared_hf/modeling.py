@@ -21,7 +21,6 @@ It does not implement byte selection, sampling or stopping: ``generate`` does.
 from __future__ import annotations
 
 import copy
-from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +38,13 @@ from transformers import (
 from transformers.generation.configuration_utils import GenerationMode
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from . import engine
 from .byte_view import EOT
 from .chat import member_chat_ids
 from .configuration import DEFAULT_MAX_HYPOTHESES, CharEDConfig, check_weights
 from .exact import ExactSequenceState
 from .loading import AUTO_MAP, HUB_OPTIONS, load_member, write_remote_code
-from .state import EnsembleCache, Member, SequenceState, drive, finish
+from .state import EnsembleCache, Member, SequenceState
 from .token_tree import CACHE_KW, TokenTree
 from .tokenization import (
     BOS_ID,
@@ -338,85 +338,95 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
                              state.decide, trees=state.trees)
 
     def _start(self, state: EnsembleCache, ids, mask) -> list[list[np.ndarray | None]]:
-        """First call: build one ``SequenceState`` per row and return its distributions."""
-        state.rows, out = [], []
+        """First call: build one row per sequence and return its distributions. Generation
+        starts the rows side by side (``engine.start``: one call per member for all
+        prompts); teacher forcing reads each row's text (``_score``)."""
+        state.rows, out, begins = [], [], []
         for b, seq in enumerate(ids):
             keep = [i for i, _ in enumerate(seq) if mask is None or mask[b][i]]
             first = keep[0] if keep else len(seq)
             while first < len(seq) and seq[first] == PAD_ID and mask is None:
                 first += 1  # unmasked left padding
             body = seq[first:]
-            row = self._new_row(state)
-            state.rows.append(row)
-            dists: list[np.ndarray | None] = [None] * first
             if not body:
                 raise ValueError("input_ids: a row has no ids (only padding)")
+            row = self._new_row(state)
+            state.rows.append(row)
+            out.append([None] * first)  # padding: no distribution
             with_bos = body[0] == BOS_ID
             text = body[1:] if with_bos else body
-            if with_bos and any(i in CHAT_IDS for i in text):
-                dists += self._start_chat(row, text, state.decide == "marginal")
-                out.append(dists)
-                continue
-            _check_text_ids(text)
+            chat = with_bos and any(i in CHAT_IDS for i in text)
             if state.decide == "marginal":
-                # Teacher forcing: start from the first id, step through every later byte.
-                head = [] if with_bos else text[:1]
-                row.read_ahead(_leading_text(text[len(head):]))
-                dists.append(row.start(bytes(head), with_bos))
-                dists += self._step_all(row, text[len(head):])
+                out[b] += self._score(row, text, with_bos, chat)
+                continue
+            if chat:
+                prompts = self._chat_prompts(text)
+                begins.append(lambda r, p=prompts: r.begin_from_ids(p))
             else:
+                _check_text_ids(text)
                 if not with_bos and not text:
                     raise ValueError("input_ids: a prompt without <s> needs at least one byte")
-                dists.append(row.start_gen(bytes(text), with_bos))
-            out.append(dists)
-        # Generation: the rows' prompts run side by side (one call per member for all rows).
-        starts = [(b, len(d) - 1) for b, d in enumerate(out) if isinstance(d[-1], Generator)]
-        for (b, i), dist in zip(starts, drive([out[b][i] for b, i in starts]), strict=True):
-            out[b][i] = dist
+                begins.append(lambda r, t=bytes(text), w=with_bos: r.begin(t, w))
+            out[b] += [None] * len(body)  # the last one is the first new byte's
+        if begins:
+            for acc, dist in zip(out, engine.start(state.rows, begins), strict=True):
+                acc[-1] = dist
         return out
 
-    def _start_chat(self, row, ids: list[int], scoring: bool) -> list[np.ndarray | None]:
-        """Chat markup: each member renders the messages with its own template. Teacher
-        forcing scores the bytes after the last ``<|content|>`` given the messages before."""
-        cut = len(ids) - ids[::-1].index(CONTENT_ID) if scoring else len(ids)
-        head, tail = ids[:cut], ids[cut:]
-        _check_text_ids(tail)
-        messages, open_last = parse_chat(head)
-        prompts = [member_chat_ids(m, messages, open_last) for m in self.members]
-        dists: list = [None] * len(head)  # <s> and the markup: no rows
-        if not scoring:  # generation: started side by side with the other rows (``_start``)
-            return [*dists, row.start_from_ids_gen(prompts)]
-        row.read_ahead(_leading_text(tail))
-        dists.append(row.start_from_ids(prompts))
-        return dists + self._step_all(row, tail)
+    def _chat_prompts(self, ids: list[int]) -> list[list[int]]:
+        """Chat markup: each member's own rendering of the messages (its chat template)."""
+        messages, open_last = parse_chat(ids)
+        return [member_chat_ids(m, messages, open_last) for m in self.members]
+
+    def _score(self, row, text: list[int], with_bos: bool, chat: bool) -> list:
+        """Teacher forcing: start from the first id (``<s>``, or the first byte), or from the
+        chat before the last ``<|content|>``, and step through every later byte."""
+        if chat:
+            cut = len(text) - text[::-1].index(CONTENT_ID)
+            head, tail = text[:cut], text[cut:]
+            _check_text_ids(tail)
+            row.read_ahead(_leading_text(tail))
+            dists = [None] * len(head)  # <s> and the markup: no rows
+            return [*dists, row.start_from_ids(self._chat_prompts(head)),
+                    *self._step_all(row, tail)]
+        _check_text_ids(text)
+        head = [] if with_bos else text[:1]
+        row.read_ahead(_leading_text(text[len(head):]))
+        return [row.start(bytes(head), with_bos), *self._step_all(row, text[len(head):])]
 
     def _continue(self, state: EnsembleCache, ids: list[list[int]]):
         """Later calls: teacher forcing steps each row through its ids (running ahead along
-        them); generation steps the rows side by side, so that each member runs the calls of
-        all rows together."""
+        them); generation steps the rows side by side (``engine.step``), so that each member
+        runs the calls of all rows together."""
         if state.decide == "marginal":
             for row, seq in zip(state.rows, ids, strict=True):
                 row.read_ahead(_leading_text(seq))
             return [self._step_all(row, seq) for row, seq in zip(state.rows, ids, strict=True)]
         out: list[list[np.ndarray | None]] = [[] for _ in ids]
         for j in range(len(ids[0]) if ids else 0):
-            dists = drive([self._step_gen(row, seq[j])
-                           for row, seq in zip(state.rows, ids, strict=True)])
-            for acc, dist in zip(out, dists, strict=True):
-                acc.append(dist)
+            live = [b for b, (row, seq) in enumerate(zip(state.rows, ids, strict=True))
+                    if _reads(row, seq[j])]
+            dists = engine.step([state.rows[b] for b in live], [ids[b][j] for b in live])
+            by_row = dict(zip(live, dists, strict=True))
+            for b, acc in enumerate(out):
+                acc.append(by_row.get(b))
         return out
 
-    def _step_gen(self, row: SequenceState, byte: int):
-        if row.finished or byte in (EOS_ID, PAD_ID):
-            row.finished = True
-            return None
-        if byte == BOS_ID or byte in CHAT_IDS:
-            raise ValueError("input_ids: <s> and chat markers may only come before the text "
-                             "(chat markers from ByteTokenizer.apply_chat_template)")
-        return (yield from row.step_gen(byte))
+    def _step_all(self, row, seq: list[int]) -> list[np.ndarray | None]:
+        """Teacher forcing: one row through its bytes (None after its end of text)."""
+        return [row.step(byte) if _reads(row, byte) else None for byte in seq]
 
-    def _step_all(self, row: SequenceState, seq: list[int]) -> list[np.ndarray | None]:
-        return [finish(self._step_gen(row, byte)) for byte in seq]
+
+def _reads(row, byte: int) -> bool:
+    """Whether ``row`` reads ``byte``: end of text and padding finish it; ``<s>`` and chat
+    markers cannot follow the text."""
+    if row.finished or byte in (EOS_ID, PAD_ID):
+        row.finished = True
+        return False
+    if byte == BOS_ID or byte in CHAT_IDS:
+        raise ValueError("input_ids: <s> and chat markers may only come before the text "
+                         "(chat markers from ByteTokenizer.apply_chat_template)")
+    return True
 
 
 class _Redecide(LogitsProcessor):

@@ -32,20 +32,17 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 import torch
 
+from . import engine
 from .byte_view import EPS, ByteTable, ByteView
 from .combine import combine
 from .token_bytes import TokenBytes, split_utf8
 from .token_tree import Node, TokenTree
-from .weighting import Weighting
-
-T = TypeVar("T")
+from .weighting import RowWeights, Weighting
 
 DECIDE_RULES = ("greedy", "sample", "marginal")
 
@@ -129,11 +126,6 @@ class MemberState:
     def ids(self) -> list[int]:
         return self.tree.ids(self.node)
 
-    @property
-    def waiting(self) -> bool:
-        """Whether the committed tokens wait in the tree's queue (not run yet)."""
-        return self.node is not None and not self.node.ready
-
     # -- set-up and forward ----------------------------------------------------------------
     def begin(self, prompt: bytes, with_bos: bool, score: bool = False) -> None:
         """Commit the prompt (the member's own tokenization of it) and run it once; ``score``
@@ -165,8 +157,6 @@ class MemberState:
         scored. Tokens are aligned from the end of the committed text (a dummy prefix or a cut
         context shifts nothing)."""
         out = np.ones(n_bytes)
-        if self.node is not None:
-            self.node.path  # noqa: B018 (runs the queued prompt call if it waits)
         scores = self.node.scores if self.node is not None else None
         if scores is None:
             return np.full(n_bytes, np.nan)
@@ -295,65 +285,66 @@ class MemberState:
 
 
 class SequenceState:
-    """The paper's decoding (CharED) for one sequence over all members."""
+    """The paper's decoding (CharED) for one sequence over all members.
+
+    It implements the row protocol that ``engine`` drives, in phases between which the
+    members' queued forward calls run (one call per member for all rows of a batch):
+    ``begin``/``begin_from_ids`` (the prompt), ``advance(byte)``, ``resolve()`` (ε),
+    ``distribution()``; ``start`` and ``step`` run those phases for this row alone.
+    """
 
     def __init__(self, members: list[Member], weighting: Weighting | list[float], rule: str,
                  decide: str, trees: list[TokenTree] | None = None,
                  draws: Draws | None = None):
         trees = trees or [None] * len(members)  # shared trees: a batch's rows, one per member
         self.members = [MemberState(m, t) for m, t in zip(members, trees, strict=True)]
-        self.weighting = weighting = as_weighting(weighting)
-        self.log_w = weighting.start()  # this row's log-weights (float64), moved by its text
-        self.byte_probs: np.ndarray | None = None  # [members, 257] behind the last distribution
-        self._entered: list[np.ndarray | None] = []
+        self.row_weights = RowWeights(as_weighting(weighting))
         self.rule = rule
         self.decide = decide
         self.draws = draws or Draws()  # the sampler's random choices
         self.finished = False
+        self.joint: np.ndarray | None = None  # the last combined outcome distribution (ε too)
+        self._entered: list[np.ndarray | None] = []  # the members' distributions behind it
+        self._next: np.ndarray | None = None  # the next byte's distribution, once resolved
+        self._prompt_bytes: int | None = None  # a prompt the weights have not read yet
         self._branch = None  # (snapshots, continue-masses, commit-masses) while undecided
         self.cursor: TextCursor | None = None  # teacher forcing: the text ahead
-
-    def start(self, prompt: bytes, with_bos: bool) -> np.ndarray:
-        """Commit the prompt to every member; the distribution of the first new byte."""
-        return finish(self.start_gen(prompt, with_bos))
-
-    def start_gen(self, prompt: bytes, with_bos: bool) -> Generator[None, None, np.ndarray]:
-        """``start`` as a generator that pauses where member calls are queued (see ``drive``)."""
-        for m in self.members:
-            m.begin(prompt, with_bos, score=self.weighting.moves)
-        yield
-        self.read_prompt(len(prompt))
-        return (yield from self._emit_gen())
 
     @property
     def weights(self) -> np.ndarray:
         """The members' weights now (normalised)."""
-        return self.weighting.weights(self.log_w)
+        return self.row_weights.weights
 
-    def read_prompt(self, n_bytes: int) -> None:
-        """Move the weights by the prompt's bytes: each member's evidence per byte
-        (``prompt_probs``), byte by byte, as if the row had read them one at a time."""
-        if not self.weighting.moves or not n_bytes:
-            return
-        probs = np.stack([m.prompt_probs(n_bytes) for m in self.members], axis=1)
-        for row in probs:
-            self.log_w = self.weighting.update(self.log_w, row)
+    @property
+    def trees(self) -> list[TokenTree]:
+        """The token trees whose queued calls ``engine`` runs between phases."""
+        return [m.tree for m in self.members]
 
-    def _read(self, byte: int) -> None:
-        """Move the weights by ``byte``: each member's probability of it in the distribution
-        the ensemble last returned (``byte_probs``)."""
-        if self.weighting.moves and self.byte_probs is not None and byte < EPS:
-            self.log_w = self.weighting.update(self.log_w, self.byte_probs[:, byte])
+    # -- one row alone -----------------------------------------------------------------------
+    def start(self, prompt: bytes, with_bos: bool) -> np.ndarray:
+        """Commit the prompt to every member; the distribution of the first new byte."""
+        return engine.start([self], [lambda row: row.begin(prompt, with_bos)])[0]
 
     def start_from_ids(self, member_ids: list[list[int]]) -> np.ndarray:
         """Start every member from its own prompt ids (e.g. its chat template's rendering)."""
-        return finish(self.start_from_ids_gen(member_ids))
+        return engine.start([self], [lambda row: row.begin_from_ids(member_ids)])[0]
 
-    def start_from_ids_gen(self, member_ids: list[list[int]]) -> Generator[None, None, np.ndarray]:
+    def step(self, byte: int) -> np.ndarray:
+        """Advance by ``byte``; the distribution (bytes + end of text) of the next byte."""
+        return engine.step([self], [byte])[0]
+
+    # -- the phases --------------------------------------------------------------------------
+    def begin(self, prompt: bytes, with_bos: bool) -> None:
+        """Every member commits the prompt with its own tokenization (calls queued)."""
+        for m in self.members:
+            m.begin(prompt, with_bos, score=self.row_weights.moves)
+        self._prompt_bytes = len(prompt)
+
+    def begin_from_ids(self, member_ids: list[list[int]]) -> None:
+        """Every member starts from its own prompt ids (calls queued); the weights do not read
+        a chat prompt (each member renders it differently)."""
         for m, ids in zip(self.members, member_ids, strict=True):
             m.begin_from_ids(ids)
-        yield
-        return (yield from self._emit_gen())
 
     def read_ahead(self, text: bytes) -> None:
         """Teacher forcing: the members will read ``text`` next (after what they were told
@@ -364,13 +355,9 @@ class SequenceState:
                 m.cursor = self.cursor
         self.cursor.text += text
 
-    def step(self, byte: int) -> np.ndarray:
-        """Advance by ``byte``; the distribution (bytes + end of text) of the next byte."""
-        return finish(self.step_gen(byte))
-
-    def step_gen(self, byte: int) -> Generator[None, None, np.ndarray]:
-        """``step`` as a generator that pauses where member calls are queued (see ``drive``)."""
-        self._read(byte)
+    def advance(self, byte: int) -> None:
+        """Every member reads ``byte`` (lone commits queued), and so do the weights."""
+        self.row_weights.read(byte)
         self._resolve_branch(byte)
         for m in self.members:
             if m.pending and not m.can_follow(byte):
@@ -381,9 +368,40 @@ class SequenceState:
             m.advance(byte)
         if self.cursor is not None:
             self.cursor.pos += 1
-        if any(m.waiting for m in self.members):
-            yield
-        return (yield from self._emit_gen())
+
+    def resolve(self) -> None:
+        """The paper's ε: combine the members and decide whether the current tokens end here
+        (greedy: ε is the argmax; sampling: drawn with probability J(ε)); a joint commit is
+        queued. Teacher forcing keeps both branches and sums them (``_branch``)."""
+        if self._prompt_bytes is not None:  # the prompt's calls have run: the weights read it
+            self.row_weights.read_prompt([m.prompt_probs(self._prompt_bytes)
+                                          for m in self.members])
+            self._prompt_bytes = None
+        joint = self._combined()
+        eps = float(joint[EPS])
+        if eps > 0 and (self.decide == "greedy" and eps >= joint[:EPS].max() or
+                        self.decide == "sample" and self.draws.uniform() < eps):
+            for m in self.members:
+                m.commit(self._draws)  # queued: the distribution after it comes next phase
+            self._next = None
+        elif eps > 0 and self.decide == "marginal":
+            snaps = [m.snapshot() for m in self.members]
+            keep, before = joint[:EPS].copy(), _byte_probs(self._entered)
+            after = eps * self._commit_all()[:EPS]
+            self._branch = (snaps, keep, after)
+            # Each member's probability of the next byte over both branches, as they mix.
+            self.row_weights.byte_probs = (1 - eps) * before + eps * _byte_probs(self._entered)
+            self._next = _normalise(keep + after)
+        else:
+            self._next = self._emitted()
+
+    def distribution(self) -> np.ndarray:
+        """The next byte's distribution (256 bytes + end of text), after ``resolve``."""
+        if self._next is None:  # a joint commit ran: combine the members after it
+            self._combined()
+            self._next = self._emitted()
+        out, self._next = self._next, None
+        return out
 
     def recommit(self) -> np.ndarray | None:
         """Commit every member's pending bytes now and return the distribution after it, or
@@ -391,11 +409,16 @@ class SequenceState:
         "token goes on" decision allowed)."""
         if self.finished or not any(m.pending for m in self.members):
             return None
-        joint = self._commit_all()
-        self.byte_probs = _byte_probs(self._entered)
-        return _normalise(joint[:EPS])
+        self._commit_all()
+        return self._emitted()
 
     # -- internals -------------------------------------------------------------------------
+    def _emitted(self) -> np.ndarray:
+        """The last combination without ε, renormalised; the weights keep what each member
+        gave each byte in it."""
+        self.row_weights.byte_probs = _byte_probs(self._entered)
+        return _normalise(self.joint[:EPS])
+
     def _combined(self) -> np.ndarray:
         """Combined outcome distribution; members that cannot follow are left out, and if none
         can, every member commits its pending bytes (its own tokenization) and is asked again."""
@@ -404,12 +427,12 @@ class SequenceState:
         if joint is None:
             for m in self.members:
                 m.commit()
+            engine.run_queued([self])
             dists = [m.distribution() for m in self.members]
             joint = combine(self.rule, dists, self.weights)
         if joint is None:
             raise RuntimeError("no member gives any probability to text or end of text")
-        self._entered = dists  # the members' distributions behind `joint`
-        self.joint = joint  # the last combined outcome distribution (ε included)
+        self._entered, self.joint = dists, joint
         return joint
 
     @property
@@ -418,30 +441,11 @@ class SequenceState:
         return self.draws if self.decide == "sample" else None
 
     def _commit_all(self) -> np.ndarray:
+        """Every member commits now (its calls run at once); the combination after it."""
         for m in self.members:
             m.commit(self._draws)
+        engine.run_queued([self])
         return self._combined()
-
-    def _emit_gen(self) -> Generator[None, None, np.ndarray]:
-        """Resolve ε and return the next byte's distribution (pausing after queued commits)."""
-        joint = self._combined()
-        eps = float(joint[EPS])
-        if eps > 0 and (self.decide == "greedy" and eps >= joint[:EPS].max() or
-                        self.decide == "sample" and self.draws.uniform() < eps):
-            for m in self.members:
-                m.commit(self._draws)
-            yield
-            joint = self._combined()
-        elif eps > 0 and self.decide == "marginal":
-            snaps = [m.snapshot() for m in self.members]
-            keep, before = joint[:EPS].copy(), _byte_probs(self._entered)
-            after = eps * self._commit_all()[:EPS]
-            self._branch = (snaps, keep, after)
-            # Each member's probability of the next byte over both branches, as they mix.
-            self.byte_probs = (1 - eps) * before + eps * _byte_probs(self._entered)
-            return _normalise(keep + after)
-        self.byte_probs = _byte_probs(self._entered)
-        return _normalise(joint[:EPS])
 
     def _resolve_branch(self, byte: int) -> None:
         """Teacher forcing: follow the branch (commit or not) that gave ``byte`` more mass."""
@@ -452,32 +456,6 @@ class SequenceState:
         back = after[byte] <= keep[byte]
         for m, snap in zip(self.members, snaps, strict=True):
             m.restore(snap if back else None)
-
-
-def finish(gen: Generator[None, None, T]) -> T:
-    """Run a generator to its end; its return value."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
-
-
-def drive(gens: list[Generator[None, None, T]]) -> list[T]:
-    """Run the rows' generators side by side: each runs to its next pause (having queued its
-    member calls) before any goes on, so each member runs all rows' calls in one forward."""
-    results: list = [None] * len(gens)
-    active = list(range(len(gens)))
-    while active:
-        still = []
-        for i in active:
-            try:
-                next(gens[i])
-                still.append(i)
-            except StopIteration as stop:
-                results[i] = stop.value
-        active = still
-    return results
 
 
 def as_weighting(weighting: Weighting | list[float]) -> Weighting:

@@ -7,9 +7,10 @@ of tokens in one forward call, each after its own parent (an existing node, an e
 the same call, or the start of text): the attention mask lets each query see its parent's
 slots and itself, and its position is its parent's length. Keys are cached after position
 encoding, so the slots' order in the cache does not matter. ``request`` queues a sequence
-instead; every queued one runs in one call when any of them is first looked at (so the rows of
-a batch share their members' calls). Slots that no live node uses are dropped once they
-outnumber the used ones (the copy is amortised); holders of nodes ``register`` them.
+instead; ``flush`` runs every queued one in one call (``engine`` calls it between the phases
+of a step, so the rows of a batch share their members' calls). Slots that no live node uses
+are dropped once they outnumber the used ones (the copy is amortised); holders of nodes
+``register`` them.
 
 What it does not do: decide which tokens to run (``state``, ``exact``), or work with attention
 kernels that take no custom mask (flash attention) or caches that are not plain key/value
@@ -43,8 +44,8 @@ class Node:
     """A token sequence in a ``TokenTree``: where its tokens' keys and values sit, and the
     member's next-token distribution after it (built from its logits when first asked for).
 
-    A node made by ``TokenTree.request`` is run later: asking for its slots or distribution
-    runs every request queued on its tree, in one forward call."""
+    A node made by ``TokenTree.request`` is run later, with every request queued on its tree,
+    in one forward call (``TokenTree.flush``); until then it has no slots or distribution."""
 
     __slots__ = ("_path", "logits", "children", "table", "_view", "_tree", "scores")
 
@@ -61,14 +62,10 @@ class Node:
         self.scores: torch.Tensor | None = None
 
     @property
-    def ready(self) -> bool:
-        """Whether the node's tokens have run (a requested node waits for its tree's call)."""
-        return self._path is not None
-
-    @property
     def path(self) -> torch.Tensor:
         if self._path is None:
-            self._tree.flush()
+            raise RuntimeError("token tree: this node's call is still queued; run the tree's "
+                               "queued calls first (TokenTree.flush, engine.run_queued)")
         return self._path
 
     @path.setter
@@ -77,8 +74,10 @@ class Node:
 
     @property
     def view(self) -> ByteView:
+        """The member's next-byte view after this node (built on first use from the logits
+        its call kept)."""
         if self._view is None:
-            self.path  # noqa: B018 (runs the queued requests if this node is one)
+            self.path  # noqa: B018 (refuses a node whose call has not run)
             self._view, self.logits = ByteView(self.table, self.logits), None
         return self._view
 
@@ -123,8 +122,8 @@ class TokenTree:
 
     def request(self, parent: Node | None, ids: list[int], score: bool = False) -> Node:
         """The node ``parent·ids``, run later together with every other queued request
-        (``flush``, called when any of them is first looked at). ``score``: also keep the
-        log-probability of each id after the first (``Node.scores``)."""
+        (``flush``). ``score``: also keep the log-probability of each id after the first
+        (``Node.scores``)."""
         node = Node(None, table=self.table, tree=self)
         self._queue.append((node, parent, list(ids), score))
         return node

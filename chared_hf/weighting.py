@@ -121,6 +121,43 @@ class Weighting:
         return out, used
 
 
+class RowWeights:
+    """One row's log-weights and the reading of its text: both kinds of row hold one.
+
+    ``byte_probs`` (``[members, outcomes]``, set by the row with every distribution it returns)
+    is what each member gave each outcome; ``read(byte)`` then moves the weights by the byte
+    the row reads next."""
+
+    def __init__(self, weighting: Weighting):
+        self.weighting = weighting
+        self.log_w = weighting.start()  # float64, normalised
+        self.byte_probs: np.ndarray | None = None
+
+    @property
+    def moves(self) -> bool:
+        return self.weighting.moves
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The members' weights now (normalised)."""
+        return self.weighting.weights(self.log_w)
+
+    def read(self, byte: int) -> None:
+        """Move the weights by ``byte``: each member's probability of it in the distribution
+        the row last returned."""
+        if self.moves and self.byte_probs is not None and byte < self.byte_probs.shape[1]:
+            self.log_w = self.weighting.update(self.log_w, self.byte_probs[:, byte])
+
+    def read_prompt(self, member_probs: list[np.ndarray]) -> None:
+        """Move the weights by a prompt: ``member_probs[i][t]`` is member i's evidence about
+        byte t (its probability of it; 1 where it gives none; ``nan`` where it was not
+        scored), read byte by byte as if the row had read them one at a time."""
+        if not self.moves or not member_probs or not len(member_probs[0]):
+            return
+        for column in np.stack(member_probs, axis=1):
+            self.log_w = self.weighting.update(self.log_w, column)
+
+
 def check_weighting(rule: str, rate) -> None:
     """Validate a weighting rule and switch rate (errors name the argument)."""
     if rule not in WEIGHTINGS:

@@ -105,22 +105,30 @@ def test_fit_weights_minimises_bits_per_byte_and_matches_the_exact_ensemble(fold
     assert sum(weights) == pytest.approx(1.0, abs=1e-3)
     dev_rows = {r["system"]: r["bits_per_byte"] for r in result["results"] if r["text"] == "dev"}
     fixed_rows = {k: v for k, v in dev_rows.items() if "bayes" not in k and "switch" not in k}
-    assert dev_rows["fixed (fitted)"] <= min(fixed_rows.values()) + 1e-9
-    assert 0 <= result["switch_rate"] <= 0.5
-    # The fitted rate is at least as good on the dev text as Bayes (rate ~0) and rate 0.5.
-    assert dev_rows["switching (fitted)"] <= dev_rows["bayes (fitted)"] + 1e-6
+    assert dev_rows["fixed (EM)"] <= min(fixed_rows.values()) + 1e-9
+    rates = result["switch_rates"]
+    assert set(rates) == {"EM prior", "equal prior"} and all(0 < r <= 0.5 for r in rates.values())
+    # A fitted rate is at least as good on the dev text as Bayes (rate 0) with the same prior.
+    for prior in rates:
+        assert dev_rows[f"switching, {prior}"] <= dev_rows[f"bayes, {prior}"] + 1e-6
+    assert result["best"] == min((k for k in dev_rows if k not in ("equal weights", "a", "b")),
+                                 key=dev_rows.get)
     held_rows = {r["system"]: r["bits_per_byte"] for r in result["results"]
                  if r["text"] == "heldout"}
+    # Every held-out figure is what the exact ensemble with those flags gives, byte for byte;
+    # the printed flags are the best system's.
     assert result["flags"].startswith("--weights ")
-    # Every held-out figure is what the exact ensemble with those flags gives, byte for byte.
-    for rule in ("fixed", "bayes", "switching"):
+    equal = ["0.5", "0.5"]
+    for system, extra in (("fixed (EM)", [*map(str, weights), "--weighting", "fixed"]),
+                          ("bayes, equal prior", [*equal, "--weighting", "bayes"]),
+                          ("switching, equal prior", [*equal, "--weighting", "switching",
+                                                      "--switch-rate",
+                                                      str(rates["equal prior"])])):
         scored = _run_json(capsys, "score", *_members(folders), str(held), "--json",
                            "--marginalization", "exact", "--max-hypotheses", "4",
-                           "--weights", *map(str, weights), "--weighting", rule,
-                           "--switch-rate", str(result["switch_rate"]))
+                           "--weights", *extra)
         ensemble = next(r for r in scored["results"] if r["system"] == "ensemble")
-        assert ensemble["bits_per_byte"] == pytest.approx(held_rows[f"{rule} (fitted)"],
-                                                          abs=2e-3), rule
+        assert ensemble["bits_per_byte"] == pytest.approx(held_rows[system], abs=2e-3), system
 
 
 def _problems(tmp_path: Path) -> Path:

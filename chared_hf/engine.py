@@ -1,0 +1,58 @@
+"""The ensemble's decoding loop over the rows of a batch: the paper's step, in phases.
+
+What it does: drives rows that implement one small protocol (``state.SequenceState``, the
+paper's decoding; ``exact.ExactSequenceState``, exact byte-level members):
+
+  * ``begin(prompt, with_bos)`` / ``begin_from_ids(member_ids)``: the members take the prompt;
+  * ``advance(byte)``: every member (and the row's weights) reads the chosen byte;
+  * ``resolve()``: the paper's ε, whether the members' current tokens end here;
+  * ``distribution()``: the next byte's distribution (256 bytes + end of text);
+  * ``trees``: the members' token trees, whose queued forward calls run between phases.
+
+A phase only *queues* member calls; ``run_queued`` then runs each member's queued calls for
+every row in one forward call. So a batch of rows costs each member one call per phase, and a
+row that queued nothing costs it nothing.
+
+What it does not do: choose bytes, sample or stop (Transformers' ``generate`` does, through
+``modeling``), or know what a member is (``state``, ``exact``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+
+def start(rows: Sequence, begins: Sequence[Callable]) -> list[np.ndarray]:
+    """The rows take their prompts (``begins[i](rows[i])``); the first new byte's
+    distribution of each."""
+    for row, begin in zip(rows, begins, strict=True):
+        begin(row)  # 1. each member commits its prompt, tokenized its own way (queued)
+    run_queued(rows)  # 2. one forward call per member, all rows' prompts together
+    return _decide(rows)
+
+
+def step(rows: Sequence, chosen: Sequence[int]) -> list[np.ndarray]:
+    """The rows read the chosen bytes; the next byte's distribution of each."""
+    for row, byte in zip(rows, chosen, strict=True):
+        row.advance(byte)  # 1. every member reads the byte; one that cannot commits alone
+    run_queued(rows)  # 2. those lone commits: one call per member, all rows together
+    return _decide(rows)
+
+
+def _decide(rows: Sequence) -> list[np.ndarray]:
+    for row in rows:
+        row.resolve()  # 3. ε: where the ensemble ends the tokens, a joint commit (queued)
+    run_queued(rows)  # 4. those commits: one call per member, all rows together
+    return [row.distribution() for row in rows]  # 5. combine: the next byte's distribution
+
+
+def run_queued(rows: Sequence) -> None:
+    """Run every member call the rows queued: one forward call per token tree."""
+    seen: set[int] = set()
+    for row in rows:
+        for tree in row.trees:
+            if id(tree) not in seen:
+                seen.add(id(tree))
+                tree.flush()
