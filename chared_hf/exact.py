@@ -293,8 +293,9 @@ class ExactSequenceState:
         joint = combine(self.rule, dists, self.weights)
         if joint is None:
             raise RuntimeError("no member gives any probability to the text so far")
-        self.row_weights.byte_probs = np.stack([d if d is not None else np.full(EPS, np.nan)
-                                                for d in dists])
+        if self.row_weights.moves:  # what each member gave each outcome, for the weights
+            self.row_weights.byte_probs = np.stack([
+                d if d is not None else np.full(EPS, np.nan) for d in dists])
         return joint / joint.sum()
 
     def recommit(self) -> None:

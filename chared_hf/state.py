@@ -389,8 +389,9 @@ class SequenceState:
             keep, before = joint[:EPS].copy(), _byte_probs(self._entered)
             after = eps * self._commit_all()[:EPS]
             self._branch = (snaps, keep, after)
-            # Each member's probability of the next byte over both branches, as they mix.
-            self.row_weights.byte_probs = (1 - eps) * before + eps * _byte_probs(self._entered)
+            if self.row_weights.moves:  # each member's probability over both branches
+                self.row_weights.byte_probs = (1 - eps) * before + eps * _byte_probs(
+                    self._entered)
             self._next = _normalise(keep + after)
         else:
             self._next = self._emitted()
@@ -414,9 +415,10 @@ class SequenceState:
 
     # -- internals -------------------------------------------------------------------------
     def _emitted(self) -> np.ndarray:
-        """The last combination without ε, renormalised; the weights keep what each member
-        gave each byte in it."""
-        self.row_weights.byte_probs = _byte_probs(self._entered)
+        """The last combination without ε, renormalised; weights that move keep what each
+        member gave each byte in it."""
+        if self.row_weights.moves:
+            self.row_weights.byte_probs = _byte_probs(self._entered)
         return _normalise(self.joint[:EPS])
 
     def _combined(self) -> np.ndarray:

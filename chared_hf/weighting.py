@@ -57,6 +57,13 @@ class Weighting:
         check_weighting(self.rule, self.rate)
         total = float(sum(self.prior))
         object.__setattr__(self, "prior", tuple(float(p) / total for p in self.prior))
+        with np.errstate(divide="ignore"):  # constants of the update, computed once
+            log_prior = np.log(np.asarray(self.prior, dtype=np.float64))
+            keep = np.log1p(-self.rate) if self.rate < 1 else -np.inf
+            back = np.log(self.rate) + log_prior if self.rate > 0 else None
+        object.__setattr__(self, "_log_prior", log_prior)
+        object.__setattr__(self, "_switch", (keep, back) if self.rule == "switching" and
+                           self.rate > 0 else None)
 
     @property
     def moves(self) -> bool:
@@ -65,8 +72,7 @@ class Weighting:
 
     def start(self) -> np.ndarray:
         """The log-weights before any text: ``log π``."""
-        with np.errstate(divide="ignore"):
-            return np.log(np.asarray(self.prior, dtype=np.float64))
+        return self._log_prior.copy()
 
     def update(self, log_w: np.ndarray, probs: np.ndarray) -> np.ndarray:
         """The log-weights after reading a byte that member ``i`` gave probability
@@ -82,25 +88,30 @@ class Weighting:
         if not self.moves:
             return log_w
         probs = np.asarray(probs, dtype=np.float64)
-        w = np.exp(log_w)
-        # Step 1: members with no distribution, or zero for this byte, are credited with the
-        # others' weighted probability of it (their weight stays put relative to the others).
-        ok = probs > 0  # nan compares False
-        held = np.where(ok, w, 0.0).sum(-1, keepdims=True)
-        stand_in = np.where(ok, w * np.where(ok, probs, 0.0), 0.0).sum(-1, keepdims=True)
-        moved = held[..., 0] > 0
         with np.errstate(divide="ignore", invalid="ignore"):
-            stand_in = stand_in / held
-            p = np.where(ok, probs, stand_in)
-            # Step 2: Bayes: multiply by each member's probability, renormalise.
-            new = log_w + np.log(p)
-            new = new - _logsumexp(new)[..., None]
+            ok = probs > 0  # nan compares False
+            if ok.all():  # the common case: every member gave the byte some probability
+                new = log_w + np.log(probs)
+                moved = None
+            else:
+                # Step 1: members with no distribution, or zero for this byte, are credited
+                # with the others' weighted probability of it (their weight stays put relative
+                # to the others).
+                w = np.exp(log_w)
+                held = np.where(ok, w, 0.0).sum(-1, keepdims=True)
+                stand_in = np.where(ok, w * np.where(ok, probs, 0.0), 0.0).sum(-1,
+                                                                                keepdims=True)
+                moved = held[..., 0] > 0
+                p = np.where(ok, probs, stand_in / held)
+                # Step 2: Bayes: multiply by each member's probability.
+                new = log_w + np.log(p)
+            new = new - _logsumexp(new)[..., None]  # renormalise
             # Step 3: switching: a fraction α of the weight goes back to the prior.
-            if self.rule == "switching" and self.rate > 0:
-                new = np.logaddexp(np.log1p(-self.rate) + new if self.rate < 1 else -np.inf,
-                                   np.log(self.rate) + self.start())
+            if self._switch is not None:
+                keep, back = self._switch
+                new = np.logaddexp(keep + new, back)
         # Rows where no member gave the byte any probability keep their weights.
-        return np.where(moved[..., None], new, log_w)
+        return new if moved is None else np.where(moved[..., None], new, log_w)
 
     def weights(self, log_w: np.ndarray) -> np.ndarray:
         """Normalised weights from log-weights."""
@@ -130,23 +141,19 @@ class RowWeights:
 
     def __init__(self, weighting: Weighting):
         self.weighting = weighting
+        self.moves = weighting.moves
         self.log_w = weighting.start()  # float64, normalised
+        self.weights = np.asarray(weighting.prior)  # exp(log_w), kept with it
         self.byte_probs: np.ndarray | None = None
-
-    @property
-    def moves(self) -> bool:
-        return self.weighting.moves
-
-    @property
-    def weights(self) -> np.ndarray:
-        """The members' weights now (normalised)."""
-        return self.weighting.weights(self.log_w)
 
     def read(self, byte: int) -> None:
         """Move the weights by ``byte``: each member's probability of it in the distribution
         the row last returned."""
         if self.moves and self.byte_probs is not None and byte < self.byte_probs.shape[1]:
-            self.log_w = self.weighting.update(self.log_w, self.byte_probs[:, byte])
+            self._set(self.weighting.update(self.log_w, self.byte_probs[:, byte]))
+
+    def _set(self, log_w: np.ndarray) -> None:
+        self.log_w, self.weights = log_w, np.exp(log_w)
 
     def read_prompt(self, member_probs: list[np.ndarray]) -> None:
         """Move the weights by a prompt: ``member_probs[i][t]`` is member i's evidence about
@@ -154,8 +161,10 @@ class RowWeights:
         scored), read byte by byte as if the row had read them one at a time."""
         if not self.moves or not member_probs or not len(member_probs[0]):
             return
+        log_w = self.log_w
         for column in np.stack(member_probs, axis=1):
-            self.log_w = self.weighting.update(self.log_w, column)
+            log_w = self.weighting.update(log_w, column)
+        self._set(log_w)
 
 
 def check_weighting(rule: str, rate) -> None:
