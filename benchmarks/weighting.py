@@ -102,14 +102,20 @@ def bpb(nats: np.ndarray) -> float:
     return bits_per_byte(float(np.sum(nats)), len(nats))
 
 
-def exact_rows(names, pairs, data, k: int) -> tuple[list[dict], dict]:
+def exact_rows(names, pairs, data, k: int, reuse: bool = False) -> tuple[list[dict], dict]:
     """Exact-mode figures: members' byte log-probabilities once (saved to an ``.npz`` beside
     the JSON), mixtures computed from them."""
-    singles = exact_members(pairs, k)
-    logp = {split: {kind: np.stack([byte_logprobs(m, text) for m in singles])
-                    for kind, text in parts.items()} for split, parts in data.items()}
-    np.savez(REPO / "benchmarks" / "results" / f"weighting-logp-{'+'.join(names)}.npz",
-             **{f"{split}-{kind}": a for split, d in logp.items() for kind, a in d.items()})
+    saved = REPO / "benchmarks" / "results" / f"weighting-logp-{'+'.join(names)}-K{k}.npz"
+    if reuse and saved.exists():  # the same texts and members: the arrays of an earlier run
+        arrays = np.load(saved)
+        logp = {split: {kind: arrays[f"{split}-{kind}"] for kind in parts}
+                for split, parts in data.items()}
+    else:
+        singles = exact_members(pairs, k)
+        logp = {split: {kind: np.stack([byte_logprobs(m, text) for m in singles])
+                        for kind, text in parts.items()} for split, parts in data.items()}
+        np.savez(saved, **{f"{split}-{kind}": a for split, d in logp.items()
+                           for kind, a in d.items()})
     dev = [logp["dev"][kind] for kind in data["dev"]]
     dev_all = np.concatenate(dev, axis=1)
     segments = [a.shape[1] for a in dev]
@@ -197,6 +203,9 @@ def main() -> None:
     parser.add_argument("--max-hypotheses", type=int, default=8)
     parser.add_argument("--new-bytes", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--reuse-exact", action="store_true",
+                        help="reuse the members' exact byte log-probabilities saved by an "
+                        "earlier run on the same texts (benchmarks/results/*.npz)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.members == "demo":
@@ -212,7 +221,7 @@ def main() -> None:
     for split, parts in data.items():
         print(split, {k: len(v.encode()) for k, v in parts.items()})
     start = time.perf_counter()
-    exact, fitted = exact_rows(names, pairs, data, args.max_hypotheses)
+    exact, fitted = exact_rows(names, pairs, data, args.max_hypotheses, args.reuse_exact)
     print(f"\nexact mode, K={args.max_hypotheses}, bits per byte on the held-out texts "
           f"({time.perf_counter() - start:.0f} s)")
     print_table(exact, list(exact[0]))

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import TextStreamer, set_seed
+from transformers.utils import logging as hf_logging
 
 from . import loading, scoring, tasks
 from .configuration import check_weights
@@ -516,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     prog = f"chared {args.command}"
     report = None
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars: the command's own output
     try:
         _check_weights_early(args)
         report = Report(args)
@@ -529,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: interrupted{where}", file=sys.stderr)
         return 130
     finally:
+        hf_logging.enable_progress_bar()
         if report is not None:
             report.close()
 

@@ -259,3 +259,30 @@ def test_pipeline_streaming_sampling_and_chat_with_switching(abc_pair):
     state = EnsembleCache(decide="greedy")
     model.generate(input_ids=ids, max_new_tokens=1, **{CACHE_KW: state})
     assert np.allclose(state.rows[0].weights, [0.3, 0.7])
+
+
+@pytest.mark.parametrize("mode", ["chared", "exact"])
+@pytest.mark.parametrize("rule", ["bayes", "switching"])
+def test_a_member_that_cannot_spell_a_byte_keeps_its_weight(mode, rule):
+    """A lossy member (no piece for "c", no byte fallback) next to one that spells everything:
+    at the bytes it cannot spell it is credited with the other's probability, so its weight
+    never becomes NaN or zero and it weighs in again after them."""
+    from conftest import piece_tokenizer, tiny_model
+
+    lossy = piece_tokenizer(["a", "b", " ", "ab", "ba"])
+    full = piece_tokenizer(["a", "b", "c", " ", "ab", "ca"])
+    pairs = [(tiny_model(len(lossy), seed=5, bos=1, eos=2), lossy),
+             (tiny_model(len(full), seed=6, bos=1, eos=2), full)]
+    model = CharEDModel.from_members(pairs, marginalization=mode, weighting=rule,
+                                     switch_rate=0.05, max_hypotheses=4)
+    text = "ab c ab ba c ab"
+    ids = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
+    state = EnsembleCache(decide="marginal")
+    with torch.no_grad():
+        logits = model(input_ids=ids, **{CACHE_KW: state}).logits[0].double()
+    assert torch.isfinite(logits.exp().sum(-1)).all()
+    assert torch.allclose(logits.exp().sum(-1), torch.ones(len(logits), dtype=torch.float64))
+    got = byte_logprobs(model, text)
+    assert np.isfinite(got).all()  # the full member spells every byte
+    w = state.rows[0].weights
+    assert np.isfinite(w).all() and w[0] > 1e-12 and w.sum() == pytest.approx(1.0)
