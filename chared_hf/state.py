@@ -10,17 +10,19 @@ What it does:
     (``read_ahead``), that call also runs the member's own tokenization of the next
     ``SPECULATE_BYTES`` and every token the schedule could commit early inside it; later commits
     along them cost no call, and a commit off them starts a new one. The numbers are the same.
-  * ``SequenceState``: the paper's decoding for one sequence: every member advances by the chosen
-    byte, the members' outcome distributions are combined, and the null outcome ε ("the token
-    ends here") is resolved before the next byte's distribution is returned. Commits are joint,
+  * ``SequenceState``: the paper's decoding for one sequence, as the phases ``engine`` runs:
+    every member advances by the chosen byte, the members' outcome distributions are combined
+    with the row's weights (``weighting.RowWeights``), and the null outcome ε ("the token ends
+    here") is resolved before the next byte's distribution is returned. Commits are joint,
     except that a member none of whose tokens continues its pending bytes with the chosen byte
     commits them alone first (so it keeps following instead of dropping out).
+  * ``Draws``: the sampler's random choices (torch's global generator unless given one).
   * ``EnsembleCache``: the object ``generate`` passes around as its cache: one ``SequenceState``
     (or ``exact.ExactSequenceState``) per row, ``get_seq_length`` for Transformers' slicing.
 
 How ε is resolved (``decide``):
   * ``"greedy"``: commit when ε is the argmax of the combined distribution (ties go to ε);
-  * ``"sample"``: commit with probability J(ε), drawn from torch's global generator;
+  * ``"sample"``: commit with probability J(ε), drawn by ``Draws``;
   * ``"marginal"`` (teacher-forced scoring): the returned distribution sums both branches,
     ``P(b) = J(b) + J(ε)·J'(b)`` with ``J'`` the distribution after committing; once the next byte
     is known the state follows the branch that gave it more mass (ties: no commit).
@@ -201,7 +203,7 @@ class MemberState:
             node, i = node.children[ids[i]], i + 1
         if i < len(ids):
             # Scoring runs ahead along the text now; generation queues the call, so that the
-            # rows of a batch run theirs together (when a distribution is next asked for).
+            # rows of a batch run theirs together (``engine.run_queued``, between phases).
             node = (self._speculate(node, ids[i:]) if self.cursor is not None
                     else self.tree.request(node, ids[i:], score=score and i == 0))
         self.node = node
