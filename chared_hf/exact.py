@@ -228,14 +228,13 @@ class ExactMember:
         self.protected, self.children = self.hyps[0], None
 
 
-class ExactSequenceState:
+class ExactSequenceState(engine.Row):
     """The ensemble of exact members for one sequence: members advance independently (each
     commits at its own token ends, running its calls at once) and their byte distributions
-    are combined; there is no ε to resolve. The same row protocol as the paper mode's
-    ``state.SequenceState`` (see ``engine``), without sharing its code."""
+    are combined; there is no ε to resolve. The same row protocol (``engine.Row``) as the
+    paper mode's ``state.SequenceState``, without sharing its code."""
 
-    decide = "exact"
-    trees: list = []  # exact members run their calls at once: nothing is queued
+    decide = "exact"  # exact members run their calls at once: no trees, nothing queued
 
     def __init__(self, members: list[Member], weighting: Weighting | list[float], rule: str,
                  max_hypotheses: int | None):
@@ -249,18 +248,6 @@ class ExactSequenceState:
     def weights(self) -> np.ndarray:
         """The members' weights now (normalised)."""
         return self.row_weights.weights
-
-    def start(self, prompt: bytes, with_bos: bool) -> np.ndarray:
-        """Every member reads the prompt; the distribution of the first new byte."""
-        return engine.start([self], [lambda row: row.begin(prompt, with_bos)])[0]
-
-    def start_from_ids(self, member_ids: list[list[int]]) -> np.ndarray:
-        """Every member starts after its own prompt ids (a chat template's rendering)."""
-        return engine.start([self], [lambda row: row.begin_from_ids(member_ids)])[0]
-
-    def step(self, byte: int) -> np.ndarray:
-        """Advance by ``byte``; the distribution (bytes + end of text) of the next byte."""
-        return engine.step([self], [byte])[0]
 
     def begin(self, prompt: bytes, with_bos: bool) -> None:
         for m in self.members:

@@ -286,12 +286,12 @@ class MemberState:
         self.saved = None
 
 
-class SequenceState:
+class SequenceState(engine.Row):
     """The paper's decoding (CharED) for one sequence over all members.
 
-    It implements the row protocol that ``engine`` drives, in phases between which the
-    members' queued forward calls run (one call per member for all rows of a batch):
-    ``begin``/``begin_from_ids`` (the prompt), ``advance(byte)``, ``resolve()`` (ε),
+    It implements the row protocol that ``engine`` drives (``engine.Row``), in phases between
+    which the members' queued forward calls run (one call per member for all rows of a
+    batch): ``begin``/``begin_from_ids`` (the prompt), ``advance(byte)``, ``resolve()`` (ε),
     ``distribution()``; ``start`` and ``step`` run those phases for this row alone.
     """
 
@@ -321,19 +321,6 @@ class SequenceState:
     def trees(self) -> list[TokenTree]:
         """The token trees whose queued calls ``engine`` runs between phases."""
         return [m.tree for m in self.members]
-
-    # -- one row alone -----------------------------------------------------------------------
-    def start(self, prompt: bytes, with_bos: bool) -> np.ndarray:
-        """Commit the prompt to every member; the distribution of the first new byte."""
-        return engine.start([self], [lambda row: row.begin(prompt, with_bos)])[0]
-
-    def start_from_ids(self, member_ids: list[list[int]]) -> np.ndarray:
-        """Start every member from its own prompt ids (e.g. its chat template's rendering)."""
-        return engine.start([self], [lambda row: row.begin_from_ids(member_ids)])[0]
-
-    def step(self, byte: int) -> np.ndarray:
-        """Advance by ``byte``; the distribution (bytes + end of text) of the next byte."""
-        return engine.step([self], [byte])[0]
 
     # -- the phases --------------------------------------------------------------------------
     def begin(self, prompt: bytes, with_bos: bool) -> None:
