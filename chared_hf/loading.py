@@ -134,7 +134,8 @@ def load_member(spec: dict, base: str | None = None, overrides: dict | None = No
                 "review it before allowing it") from None
         raise
     except OSError as err:
-        if kwargs.get("use_safetensors") and "safetensors" in str(err):
+        missing = ("no file named", "does not appear to have a file named")
+        if kwargs.get("use_safetensors") and any(m in str(err) for m in missing):
             raise OSError(
                 f"{label}: no safetensors weights; loading pickled weights (pytorch_model.bin) "
                 "needs the caller's use_safetensors=False") from None
