@@ -80,7 +80,7 @@ def load_members(args) -> tuple[list[str], list[tuple]]:
         demo = load_demo()
         if args.weights is None:
             args.weights = list(demo.member_weights)
-        if args.weighting is None:
+        if args.weighting is None and args.combine == "mixture":  # product: fixed only
             args.weighting = demo.config.weighting
             if args.switch_rate is None:
                 args.switch_rate = demo.config.switch_rate
