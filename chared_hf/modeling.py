@@ -304,17 +304,17 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         inside ``generate``)."""
         if input_ids is None or input_ids.dim() != 2:
             raise ValueError("input_ids: expected a 2-D tensor of byte ids [batch, length]")
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= VOCAB_SIZE):
-            raise ValueError(f"input_ids: ids must lie in [0, {VOCAB_SIZE}) (ByteTokenizer ids)")
         state = cache if cache is not None else past_key_values
         if state is None:
             state = EnsembleCache(decide="marginal")
         if not isinstance(state, EnsembleCache):
             raise ValueError("cache: expected an EnsembleCache (or None), got "
                              f"{type(state).__name__}")
-        ids = input_ids.tolist()
-        mask = attention_mask.tolist() if attention_mask is not None else None
-        if state.rows is None:
+        ids = input_ids.tolist()  # the one copy to the host a step needs (checked here)
+        if any(i < 0 or i >= VOCAB_SIZE for seq in ids for i in seq):
+            raise ValueError(f"input_ids: ids must lie in [0, {VOCAB_SIZE}) (ByteTokenizer ids)")
+        if state.rows is None:  # the mask matters only where the rows start (left padding)
+            mask = attention_mask.tolist() if attention_mask is not None else None
             rows = self._start(state, ids, mask)
         else:
             rows = self._continue(state, ids)
