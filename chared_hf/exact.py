@@ -101,10 +101,9 @@ class ExactMember:
         lead = tb.lead if with_bos else b""
         self._prompt_probs = np.ones(len(prompt))
         for i, byte in enumerate(lead + prompt):
+            prob = self.advance(byte)
             if score and i >= len(lead):
-                dist = self.distribution()
-                self._prompt_probs[i - len(lead)] = dist[byte] if dist is not None else np.nan
-            self.advance(byte)
+                self._prompt_probs[i - len(lead)] = prob
 
     def prompt_probs(self, n_bytes: int) -> np.ndarray:
         """The member's probability of each prompt byte, given the bytes before it."""
@@ -180,11 +179,16 @@ class ExactMember:
         z = total.sum()
         return total / z if z > 0 else None
 
-    def advance(self, byte: int) -> None:
-        """Condition on the next byte: keep the hypotheses and children that can spell it."""
+    def advance(self, byte: int) -> float:
+        """Condition on the next byte: keep the hypotheses and children that can spell it.
+        Returns the member's probability of ``byte`` given the text before it (``nan`` with
+        no hypotheses), from the masses this step computes anyway."""
         if not self.hyps:
-            return
-        everyone, _ = self._weighted_masses()
+            return math.nan
+        everyone, rows = self._weighted_masses()
+        total = np.sum(rows, axis=0)
+        z = float(total.sum())
+        prob = float(total[byte]) / z if z > 0 else math.nan
         base = self.protected if self.protected and not self.protected.pending else (
             self.protected_child)
         kept, guard = [], None
@@ -197,7 +201,7 @@ class ExactMember:
                     guard = kept[-1]
         if not kept:  # no tokenization spells `byte` (a lossy tokenizer)
             self._reroot(everyone, byte)
-            return
+            return prob
         if self.k is not None:
             kept = sorted(kept, key=lambda c: c[0], reverse=True)[: self.k]
             if guard is not None and not any(c is guard for c in kept):
@@ -212,6 +216,7 @@ class ExactMember:
                 best.view.ending_ids(best.pending)[1].sum()) > 0:
             self.protected = best
         self.children = None
+        return prob
 
     def _reroot(self, everyone: list[Hypothesis], byte: int) -> None:
         """Restart after a byte no hypothesis can spell: the heaviest hypothesis commits its
