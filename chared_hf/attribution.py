@@ -55,13 +55,11 @@ class Attribution:
         chars = list(self.text.decode("utf-8", "replace"))
         logp = np.stack([self.logp[:, a:b].sum(1) for a, b in spans], 1) if spans else (
             np.zeros((len(self.names), 0)))
-        return chars, _shares(logp, self.char_weights(spans), self.rule)
+        return chars, _shares(logp, self.char_weights(), self.rule)
 
-    def char_weights(self, spans: list[tuple[int, int]] | None = None) -> np.ndarray:
+    def char_weights(self) -> np.ndarray:
         """``[members, characters]``: the weights at each character's first byte."""
-        if spans is None:
-            return self.weights[:, [a for a, _ in _char_spans(self.text)]]
-        return self.weights[:, [a for a, _ in spans]] if spans else self.weights[:, :0]
+        return self.weights[:, [a for a, _ in _char_spans(self.text)]]
 
 
 def attribute(model: CharEDModel, text: str, prompt: str = "",

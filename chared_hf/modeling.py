@@ -189,8 +189,8 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
 
         ``dtype`` (or ``torch_dtype``), ``device_map``, ``use_safetensors`` and the Hub options
         ``cache_dir``, ``token``, ``local_files_only``, ``force_download`` are passed on to every
-        member; ``weights``, ``combine``, ``marginalization`` and ``max_hypotheses`` override the
-        saved config.
+        member; ``weights``, ``combine``, ``marginalization``, ``max_hypotheses``,
+        ``weighting`` and ``switch_rate`` override the saved config.
 
         ``trust_remote_code``: your consent to run members' own code (``True``, or a list of the
         members' ``name_or_path`` allowed). The config can only record that a member needs it;
