@@ -11,14 +11,18 @@ Everything is conditioned on the tokens consistent with ``r`` (their total mass 
 
 How: token byte strings are sorted once (``ByteTable``), so the tokens that start with any prefix
 form a contiguous range; the 258 boundaries of a prefix's children (ε, then each next byte) are
-computed once per prefix with numpy and cached. Per forward pass there is one cumulative sum over
-the vocabulary (``ByteView``); per byte, a gather of 258 entries. No Python loop over the
-vocabulary on the per-byte path.
+computed once per prefix with numpy and cached. Per forward call, one softmax and one cumulative
+sum over the vocabulary for all the distributions it keeps (``ViewBank``), on the member's
+device; per byte, a gather of 258 entries, batched over every view a phase needs (``gather``),
+with one copy of those to the host. No Python loop and no copy proportional to the vocabulary
+on the per-byte path.
 
 What it does not do: run models, choose bytes, or combine members (``state``, ``combine``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -47,10 +51,27 @@ class ByteTable:
         # Text ids as a mask over the model's outputs: everything else is not text.
         self.n_text = len(pieces)
         self._bounds: dict[bytes, np.ndarray] = {}
+        self._index: dict[bytes, np.ndarray] = {}
         self.root = self.bounds(b"")
+        self._devices: dict[torch.device, DeviceIndex] = {}
+
+    def on(self, device: torch.device) -> DeviceIndex:
+        """The index tensors on ``device`` (copied there once)."""
+        index = self._devices.get(device)
+        if index is None:
+            index = self._devices[device] = DeviceIndex(self, device)
+        return index
+
+    def gather_index(self, prefix: bytes) -> np.ndarray:
+        """``bounds(prefix)`` shifted into a ``ViewBank``'s sums, then its end-of-text column
+        (259 entries)."""
+        cached = self._index.get(prefix)
+        if cached is None:
+            cached = self._index[prefix] = np.append(self.bounds(prefix), self.n_text + 1)
+        return cached
 
     def bounds(self, prefix: bytes) -> np.ndarray:
-        """Boundaries ``B`` (258 + 1 entries) of the tokens that start with ``prefix``.
+        """Boundaries ``B`` (258 entries) of the tokens that start with ``prefix``.
 
         ``[B[0], B[1])`` are the tokens equal to ``prefix`` (ε); ``[B[b+1], B[b+2])`` those whose
         next byte is ``b``; ``B[257]`` is the end of the range.
@@ -74,64 +95,97 @@ class ByteTable:
         return out
 
 
+class DeviceIndex:
+    """A ``ByteTable``'s index tensors on one device (made once per device)."""
+
+    def __init__(self, table: ByteTable, device: torch.device):
+        self.sorted_ids = table.sorted_ids.to(device)
+        self.eos_ids = table.eos_ids.to(device)
+
+
+class ViewBank:
+    """The next-token distributions kept from one forward call, on the member's device.
+
+    Args:
+        table: the member's ``ByteTable``.
+        logits: ``[n, vocab]`` next-token logits (any float dtype, any device).
+
+    One softmax and one cumulative sum over the sorted text tokens for all ``n`` rows, in
+    float64 (a difference of cumulative sums must resolve small masses). Nothing proportional
+    to the vocabulary leaves the device.
+    """
+
+    def __init__(self, table: ByteTable, logits: torch.Tensor):
+        index = table.on(logits.device)
+        self.table = table
+        self.probs = torch.softmax(logits.detach().to(torch.float64), dim=-1)  # [n, vocab]
+        n = len(self.probs)
+        # [n, T + 2]: 0, the cumulative sums over the text tokens in sorted order, then the
+        # end-of-text mass, so that one gather reads a prefix's 258 boundaries and end of text.
+        self.sums = self.probs.new_zeros(n, table.n_text + 2)
+        if n == 1 or self.probs.device.type != "cpu":
+            ordered = self.probs.index_select(1, index.sorted_ids)
+        else:  # on a CPU, index_select along the last dimension of a matrix is much slower
+            ordered = torch.stack([row.index_select(0, index.sorted_ids) for row in self.probs])
+        torch.cumsum(ordered, dim=1, out=self.sums[:, 1:-1])
+        if len(table.eos_ids):
+            self.sums[:, -1] = self.probs.index_select(1, index.eos_ids).sum(1)
+        # A CPU member's sums and probabilities are host memory already: read in place.
+        on_cpu = self.sums.device.type == "cpu"
+        self.host = self.sums.numpy() if on_cpu else None
+        self.host_probs = self.probs.numpy() if on_cpu else None
+
+    def views(self) -> list[ByteView]:
+        return [ByteView.at(self, r) for r in range(len(self.probs))]
+
+
 class ByteView:
     """A member's next-byte distribution after one forward pass, for any pending bytes.
 
     Args:
         table: the member's ``ByteTable``.
         logits: the member's next-token logits, shape ``[vocab]`` (any float dtype, any device).
+
+    A view is one row of a ``ViewBank``. The outcome masses of each pending prefix asked for
+    are computed on the device and kept on the host (258 numbers); ``gather`` computes those of
+    many views at once, with one copy to the host.
     """
 
     def __init__(self, table: ByteTable, logits: torch.Tensor):
-        probs = torch.softmax(logits.detach().to(torch.float64), dim=-1).cpu()
-        self._fill(table, probs, probs.index_select(0, table.sorted_ids).numpy())
+        self._attach(ViewBank(table, logits[None]), 0)
+
+    @classmethod
+    def at(cls, bank: ViewBank, row: int) -> ByteView:
+        view = cls.__new__(cls)
+        view._attach(bank, row)
+        return view
 
     @classmethod
     def batch(cls, table: ByteTable, logits: torch.Tensor) -> list[ByteView]:
         """One view per row of ``logits`` (``[n, vocab]``), with batched softmax and sums."""
-        probs = torch.softmax(logits.detach().to(torch.float64), dim=-1).cpu()
-        # Row by row: index_select along the last dimension of a matrix is much slower.
-        ordered = torch.stack([row.index_select(0, table.sorted_ids) for row in probs])
-        sums = torch.cumsum(ordered, dim=1).numpy()
-        views = [cls.__new__(cls) for _ in range(len(probs))]
-        for view, row, sorted_row, cumsum in zip(views, probs, ordered.numpy(), sums,
-                                                 strict=True):
-            view._fill(table, row, sorted_row, cumsum)
-        return views
+        return ViewBank(table, logits).views()
 
-    def _fill(self, table: ByteTable, probs: torch.Tensor, sorted_probs: np.ndarray,
-              cumsum: np.ndarray | None = None) -> None:
-        self.table = table
-        # One cumulative sum per forward pass, over the text tokens in sorted order.
-        self.sorted_probs = sorted_probs
-        cumsum = np.cumsum(sorted_probs) if cumsum is None else cumsum
-        self.cumsum = np.concatenate([[0.0], cumsum])
-        self.probs = probs
-        self.eos = float(probs[table.eos_ids].sum()) if len(table.eos_ids) else 0.0
-        self._text_total: float | None = None
+    def _attach(self, bank: ViewBank, row: int) -> None:
+        self.bank, self.row, self.table = bank, row, bank.table
+        self._masses: dict[bytes, np.ndarray] = {}  # pending prefix -> outcome masses (host)
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """The member's next-token distribution (float64, on its device)."""
+        return self.bank.probs[self.row]
 
     @property
     def text_total(self) -> float:
         """Mass of the text tokens and end of text: the member's renormalisation constant
         (special tokens that are not text are left out)."""
-        if self._text_total is None:
-            self._text_total = float(self.masses(b"").sum())
-        return self._text_total
+        return float(self.masses(b"").sum())
 
-    def masses(self, prefix: bytes, bounds: np.ndarray | None = None) -> np.ndarray:
+    def masses(self, prefix: bytes) -> np.ndarray:
         """Unnormalised masses of the 258 outcomes given pending bytes ``prefix``."""
-        b = self.table.bounds(prefix) if bounds is None else bounds
-        c = self.cumsum[b]
-        if c[-1] - c[0] < _PRECISE_BELOW:
-            # A difference of the global cumulative sum has ~1e-16 absolute error: for a
-            # prefix of little mass, sum its own (short) range again so ratios stay exact.
-            lo, hi = int(b[0]), int(b[-1])
-            c = np.concatenate([[0.0], np.cumsum(self.sorted_probs[lo:hi])])[b - lo]
-        out = np.empty(N_OUTCOMES, dtype=np.float64)
-        out[:N_BYTES] = c[2:] - c[1:-1]
-        out[EPS] = c[1] - c[0]
-        out[EOT] = self.eos if not prefix else 0.0
-        np.maximum(out, 0.0, out=out)  # cumulative-sum differences can round below zero
+        out = self._masses.get(prefix)
+        if out is None:
+            gather([(self, prefix)])
+            out = self._masses[prefix]
         return out
 
     def distribution(self, prefix: bytes) -> np.ndarray | None:
@@ -141,7 +195,81 @@ class ByteView:
         return m / total if total > 0 else None
 
     def ending_ids(self, prefix: bytes) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ids whose bytes are exactly ``prefix`` and their probabilities."""
+        """Ids whose bytes are exactly ``prefix`` and their probabilities (on the host)."""
         b = self.table.bounds(prefix)
         ids = self.table.sorted_ids[int(b[0]):int(b[1])]
-        return ids, self.probs[ids]
+        if not len(ids):
+            return ids, torch.zeros(0, dtype=torch.float64)
+        if self.bank.host_probs is not None:
+            return ids, torch.from_numpy(self.bank.host_probs[self.row, ids.numpy()])
+        return ids, self.probs[ids.to(self.probs.device)].cpu()
+
+    def _precise(self, bounds: np.ndarray) -> np.ndarray:
+        """The cumulative sums at ``bounds`` (a prefix's boundaries) re-summed over the
+        prefix's own range only: a difference of the global sum has ~1e-16 absolute error, too
+        much for a prefix of little mass."""
+        lo, hi = int(bounds[0]), int(bounds[-1])
+        index = self.table.on(self.probs.device)
+        local = torch.nn.functional.pad(torch.cumsum(
+            self.probs.index_select(0, index.sorted_ids[lo:hi]), 0), (1, 0))
+        return local.cpu().numpy()[bounds - lo]
+
+
+def gather(requests: Sequence[tuple[ByteView, bytes]]) -> None:
+    """Compute the outcome masses of many ``(view, pending prefix)`` pairs at once: one gather
+    per ``ViewBank`` on its device and one copy to the host per device (``[n, 258]``
+    cumulative sums and ``n`` end-of-text masses). Pairs already known are skipped; the
+    results are kept in the views (``ByteView.masses`` returns them)."""
+    todo, seen = [], set()
+    for view, prefix in requests:
+        key = (id(view), prefix)
+        if prefix not in view._masses and key not in seen:
+            seen.add(key)
+            todo.append((view, prefix))
+    if not todo:
+        return
+    # Step 1: each pair's 258 cumulative sums at its prefix's boundaries, and end of text:
+    # read in place for CPU members; on a device, one gather per bank and one copy to the
+    # host per device.
+    sums = np.empty((len(todo), N_OUTCOMES + 1))
+    on_device: dict[int, list[int]] = {}
+    for i, (view, prefix) in enumerate(todo):
+        if view.bank.host is not None:
+            sums[i] = view.bank.host[view.row, view.table.gather_index(prefix)]
+        else:
+            on_device.setdefault(id(view.bank), []).append(i)
+    if on_device:
+        _gather_on_devices(todo, on_device, sums)
+    # Step 2: the outcomes, as differences of the sums (ε first, then each byte).
+    c = sums[:, :-1]
+    out = np.empty((len(todo), N_OUTCOMES))
+    out[:, :N_BYTES] = c[:, 2:] - c[:, 1:-1]
+    out[:, EPS] = c[:, 1] - c[:, 0]
+    out[:, EOT] = sums[:, -1]
+    # Step 3: a prefix of little mass is summed again over its own range.
+    for i in np.flatnonzero(c[:, -1] - c[:, 0] < _PRECISE_BELOW):
+        view, prefix = todo[i]
+        p = view._precise(view.table.bounds(prefix))
+        out[i, :N_BYTES], out[i, EPS] = p[2:] - p[1:-1], p[1] - p[0]
+    np.maximum(out, 0.0, out=out)  # cumulative-sum differences can round below zero
+    for (view, prefix), masses in zip(todo, out, strict=True):
+        if prefix:
+            masses[EOT] = 0.0  # end of text only at a token boundary
+        view._masses[prefix] = masses
+
+
+def _gather_on_devices(todo: list, groups: dict[int, list[int]], sums: np.ndarray) -> None:
+    """``sums[i]`` for the pairs ``todo[i]`` whose banks are on a device: one gather per bank,
+    one copy to the host per device."""
+    by_device: dict[torch.device, tuple[list[torch.Tensor], list[int]]] = {}
+    for members in groups.values():
+        bank = todo[members[0]][0].bank
+        device = bank.sums.device
+        rows = torch.tensor([todo[i][0].row for i in members], device=device)
+        cols = torch.from_numpy(np.stack([todo[i][0].table.gather_index(todo[i][1])
+                                          for i in members])).to(device, non_blocking=True)
+        parts, order = by_device.setdefault(device, ([], []))
+        parts.append(bank.sums[rows[:, None], cols])
+        order += members
+    for parts, order in by_device.values():
+        sums[order] = torch.cat(parts).cpu().numpy()

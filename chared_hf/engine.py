@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .byte_view import gather
+
 
 class Row:
     """The protocol a row implements (``begin``, ``begin_from_ids``, ``advance``, ``resolve``,
@@ -30,6 +32,11 @@ class Row:
     ``start_from_ids`` and ``step`` (teacher forcing, tests)."""
 
     trees: list = []  # token trees whose queued calls run between phases
+
+    def wanted(self) -> list:
+        """The ``(ByteView, pending bytes)`` pairs the next phase reads, so that ``engine``
+        computes those of all rows at once (``byte_view.gather``); none by default."""
+        return []
 
     def start(self, prompt: bytes, with_bos: bool) -> np.ndarray:
         """The members take the prompt; the distribution of the first new byte."""
@@ -62,10 +69,16 @@ def step(rows: Sequence, chosen: Sequence[int]) -> list[np.ndarray]:
 
 
 def _decide(rows: Sequence) -> list[np.ndarray]:
+    _gather(rows)  # 3. the members' byte views for all rows, one gather per member
     for row in rows:
-        row.resolve()  # 3. ε: where the ensemble ends the tokens, a joint commit (queued)
-    run_queued(rows)  # 4. those commits: one call per member, all rows together
-    return [row.distribution() for row in rows]  # 5. combine: the next byte's distribution
+        row.resolve()  # 4. ε: where the ensemble ends the tokens, a joint commit (queued)
+    run_queued(rows)  # 5. those commits: one call per member, all rows together
+    _gather(rows)  # 6. the views after them
+    return [row.distribution() for row in rows]  # 7. combine: the next byte's distribution
+
+
+def _gather(rows: Sequence) -> None:
+    gather([pair for row in rows for pair in row.wanted()])
 
 
 def run_queued(rows: Sequence) -> None:

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import engine
-from .byte_view import EPS, ByteView
+from .byte_view import EPS, ByteView, gather
 from .combine import combine
 from .state import Member, as_weighting
 from .token_tree import Node, TokenTree
@@ -163,6 +163,7 @@ class ExactMember:
         """Every hypothesis and child with its outcome masses (bytes, end of text), each
         scaled by its probability relative to the heaviest one."""
         everyone = self.hyps + self._expand()
+        gather([(h.view, h.pending) for h in everyone])  # all their masses at once
         top = max(h.logp for h in everyone)
         rows = []
         for h in everyone:
@@ -192,6 +193,7 @@ class ExactMember:
         base = self.protected if self.protected and not self.protected.pending else (
             self.protected_child)
         kept, guard = [], None
+        gather([(h.view, h.pending + bytes((byte,))) for h in everyone])
         for h in everyone:
             pending = h.pending + bytes((byte,))
             mass = float(h.view.masses(pending).sum()) / h.view.text_total

@@ -320,7 +320,9 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             rows = self._continue(state, ids)
         state.seen += input_ids.shape[1]
         logits = _to_logits(rows, input_ids.shape[1] if state.decide == "marginal" else 1)
-        return CausalLMOutputWithPast(logits=logits.to(self.device), **{CACHE_KW: state})
+        # Logits where the ids are: the byte-level loop may run on the host while the members
+        # run on their devices (nothing then waits for a device but the members' byte views).
+        return CausalLMOutputWithPast(logits=logits.to(input_ids.device), **{CACHE_KW: state})
 
     @property
     def weighting(self) -> Weighting:
@@ -439,6 +441,8 @@ class _Redecide(LogitsProcessor):
         self.inner, self.state = inner, state
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor):
+        if not self.inner:  # nothing bans a byte: every row keeps its distribution's support
+            return scores
         out = self.inner(input_ids, scores)
         dead = (~torch.isfinite(out).any(-1)).nonzero().flatten().tolist()
         for r in dead:
@@ -484,17 +488,15 @@ def _to_logits(rows: list[list[np.ndarray | None]], length: int) -> torch.Tensor
     """Outcome distributions (bytes + end of text) -> log-probabilities over the byte vocab.
 
     Positions with no distribution (padding, finished rows) get zeros (a uniform row)."""
-    out = torch.zeros(len(rows), length, VOCAB_SIZE, dtype=torch.float32)
+    probs = np.ones((len(rows), length, VOCAB_SIZE))
     for b, dists in enumerate(rows):
         for i, dist in enumerate(dists[-length:]):
-            if dist is None:
-                continue
-            probs = np.zeros(VOCAB_SIZE, dtype=np.float64)
-            probs[:EOT] = dist[:EOT]
-            probs[EOS_ID] = dist[EOT]
-            with np.errstate(divide="ignore"):
-                out[b, i] = torch.from_numpy(np.log(probs))
-    return out
+            if dist is not None:
+                probs[b, i, :EOT] = dist[:EOT]
+                probs[b, i, EOT:] = 0.0
+                probs[b, i, EOS_ID] = dist[EOT]
+    with np.errstate(divide="ignore"):
+        return torch.from_numpy(np.log(probs).astype(np.float32))
 
 
 AutoConfig.register("chared", CharEDConfig, exist_ok=True)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from . import engine
-from .byte_view import EPS, ByteTable, ByteView
+from .byte_view import EPS, ByteTable, ByteView, gather
 from .combine import combine
 from .token_bytes import TokenBytes, split_utf8
 from .token_tree import Node, TokenTree
@@ -252,8 +252,11 @@ class MemberState:
         self.pending += bytes((byte,))
 
     def can_follow(self, byte: int) -> bool:
-        """Whether some token with mass starts with the pending bytes followed by ``byte``."""
-        return bool(self.view.masses(self.pending + bytes((byte,))).sum() > 0)
+        """Whether some token with mass starts with the pending bytes followed by ``byte``
+        (from the masses the last distribution computed; where those say no, the prefix's own
+        range is summed again, as a tiny mass may round away in a difference of sums)."""
+        return bool(self.view.masses(self.pending)[byte] > 0 or
+                    self.view.masses(self.pending + bytes((byte,))).sum() > 0)
 
     def commit(self, draws: Draws | None = None) -> None:
         """Commit the pending bytes: the token that ended (among ids sharing the bytes, the
@@ -321,6 +324,10 @@ class SequenceState(engine.Row):
     def trees(self) -> list[TokenTree]:
         """The token trees whose queued calls ``engine`` runs between phases."""
         return [m.tree for m in self.members]
+
+    def wanted(self) -> list[tuple[ByteView, bytes]]:
+        """The members' views and pending bytes, whose masses the next phase reads."""
+        return [(m.view, m.pending) for m in self.members]
 
     # -- the phases --------------------------------------------------------------------------
     def begin(self, prompt: bytes, with_bos: bool) -> None:
@@ -413,6 +420,7 @@ class SequenceState(engine.Row):
     def _combined(self) -> np.ndarray:
         """Combined outcome distribution; members that cannot follow are left out, and if none
         can, every member commits its pending bytes (its own tokenization) and is asked again."""
+        gather(self.wanted())  # every member's masses at once (done already inside a batch)
         dists = [m.distribution() for m in self.members]
         joint = combine(self.rule, dists, self.weights)
         if joint is None:

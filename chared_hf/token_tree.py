@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 
@@ -141,9 +142,11 @@ class TokenTree:
                 queries.append((parent if i == 0 else len(queries) - 1, t))
             ends.append(len(queries) - 1)
             keep += list(range(first, len(queries) - 1)) if score else []
-        nodes = self.run(queries, keep_logits=ends + keep)
+        nodes = self.run(queries, keep_logits=ends + keep, views=ends)
         for (node, _, ids, score), end in zip(queue, ends, strict=True):
-            node.path, node.logits, node._tree = nodes[end].path, nodes[end].logits, None
+            done = nodes[end]
+            node.path, node.logits, node._view = done.path, done.logits, done._view
+            node._tree = None
             if score:  # each id's log-probability after the ids before it
                 before = range(end - len(ids) + 1, end)
                 rows = [nodes[q].logits for q in before]
@@ -152,16 +155,19 @@ class TokenTree:
                     if rows else torch.zeros(0, dtype=torch.float64))
 
     def run(self, queries: list[tuple[Parent, int]],
-            keep_logits: Iterable[int] | None = None, views: bool = False) -> list[Node]:
+            keep_logits: Iterable[int] | None = None,
+            views: bool | Iterable[int] = False) -> list[Node]:
         """One node per ``(parent, token)`` query, all from one forward call. ``keep_logits``:
-        the queries whose distribution is wanted (default all); ``views``: build those
-        distributions now, batched (else each when first asked for)."""
+        the queries whose distribution is wanted (default all); ``views``: build the byte views
+        of those (``True``) or of the queries listed now, in one batch on the device (else each
+        when first asked for)."""
         self.flush()  # earlier requests first: their nodes may be parents here
         self._maybe_collect([p for p, _ in queries if isinstance(p, Node)])
         n, b = self.size, len(queries)
         visible, positions = self._mask(queries)
         device, dtype = self.model.device, _float_dtype(self.model)
-        mask = torch.zeros(b, n + b, dtype=dtype).masked_fill_(~visible, torch.finfo(dtype).min)
+        mask = torch.zeros(b, n + b, dtype=dtype).masked_fill_(
+            torch.from_numpy(~visible), torch.finfo(dtype).min)
         wanted = list(range(b)) if keep_logits is None else sorted(set(keep_logits))
         kwargs = {}
         if wanted == [b - 1] and b > 1 and self._logits_to_keep:
@@ -169,7 +175,7 @@ class TokenTree:
         with torch.no_grad():
             out = self.model(input_ids=torch.tensor([[t for _, t in queries]], device=device),
                              attention_mask=mask[None, None].to(device),
-                             position_ids=positions[None].to(device),
+                             position_ids=torch.from_numpy(positions)[None].to(device),
                              **{CACHE_KW: self.cache}, use_cache=True, **kwargs)
         self.cache = out[CACHE_KW] if CACHE_KW in out else out.past_key_values
         self.tokens = torch.cat([self.tokens, torch.tensor([t for _, t in queries])])
@@ -177,35 +183,41 @@ class TokenTree:
         self.queries += b
         logits = out.logits[0, -len(wanted):] if kwargs else out.logits[0, wanted]
         rows = dict(zip(wanted, logits.detach(), strict=True))
-        nodes = [Node(visible[q].nonzero().squeeze(1), rows.get(q), table=self.table)
+        nodes = [Node(torch.from_numpy(np.flatnonzero(visible[q])), rows.get(q), table=self.table)
                  for q in range(b)]
-        if views:
-            for q, view in zip(wanted, ByteView.batch(self.table, logits), strict=True):
+        now = wanted if views is True else sorted(set(views or ()))
+        if now:
+            at = {q: i for i, q in enumerate(wanted)}
+            index = torch.tensor([at[q] for q in now], device=logits.device)
+            batch = ByteView.batch(self.table, logits.index_select(0, index))
+            for q, view in zip(now, batch, strict=True):
                 nodes[q]._view, nodes[q].logits = view, None
         return nodes
 
-    def _mask(self, queries: list[tuple[Parent, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Which slots each query sees (the old slots, then the new ones), and its position."""
+    def _mask(self, queries: list[tuple[Parent, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Which slots each query sees (the old slots, then the new ones), and its position
+        (built with numpy on the host: many small steps)."""
         n, b = self.size, len(queries)
-        visible = torch.zeros(b, n + b, dtype=torch.bool)
-        positions = torch.zeros(b, dtype=torch.long)
+        visible = np.zeros((b, n + b), dtype=bool)
+        positions = np.zeros(b, dtype=np.int64)
         by_node: dict[int, tuple[Node, list[int]]] = {}
+        chained = []
         for q, (parent, _) in enumerate(queries):
             if isinstance(parent, int):
                 if not 0 <= parent < q:
                     raise ValueError(f"queries[{q}]: a parent index must name an earlier query")
                 positions[q] = positions[parent] + 1
+                chained.append((q, parent))
             elif parent is not None:
                 by_node.setdefault(id(parent), (parent, []))[1].append(q)
                 positions[q] = len(parent)
-            visible[q, n + q] = True
+        visible[np.arange(b), n + np.arange(b)] = True
         # Step 1: queries after an existing node see that node's slots.
         for node, qs in by_node.values():
-            visible[torch.tensor(qs)[:, None], node.path[None, :]] = True
+            visible[np.ix_(qs, node.path.numpy())] = True
         # Step 2: queries after an earlier query see all it sees (parents come first).
-        for q, (parent, _) in enumerate(queries):
-            if isinstance(parent, int):
-                visible[q] |= visible[parent]
+        for q, parent in chained:
+            visible[q] |= visible[parent]
         return visible, positions
 
     # -- memory ----------------------------------------------------------------------------
