@@ -27,7 +27,13 @@ if [[ "${1:-}" == "--prepare" ]]; then
 fi
 OUT="${OUT:-benchmarks/results}"
 mkdir -p "$OUT"
-pip install --quiet --no-deps --no-index "$PAYLOAD"/wheels/*.whl 2>&1 | tail -2 || true
+cd "$PAYLOAD/wheels"  # the package stack, then the test tools (each may fail alone)
+pip install --quiet --no-deps --no-index transformers-*.whl huggingface_hub-*.whl \
+    tokenizers-*.whl safetensors-*.whl 2>&1 | tail -2 || true
+pip install --quiet --no-deps --no-index pytest-*.whl hypothesis-*.whl iniconfig-*.whl \
+    pluggy-*.whl sortedcontainers-*.whl attrs-*.whl 2>&1 | tail -2 || true
+cd - >/dev/null
+python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
 export PYTHONPATH="$PWD" CHARED_ASSETS="$PWD/$PAYLOAD/assets"
 export GPU_CHECK_TOKENIZERS="$PWD/$PAYLOAD/assets/tokenizers"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv || true
