@@ -112,6 +112,7 @@ class MemberState:
     def __init__(self, member: Member, tree: TokenTree | None = None):
         self.member = member
         self.tree = tree if tree is not None else TokenTree(member.model, member.table)
+        self.lane = self.tree.new_lane()  # this sequence's batch row of the member's cache
         self.tree.register(lambda: (self.node, self.saved))
         self.node: Node | None = None
         self.pending = b""
@@ -205,7 +206,8 @@ class MemberState:
             # Scoring runs ahead along the text now; generation queues the call, so that the
             # rows of a batch run theirs together (``engine.run_queued``, between phases).
             node = (self._speculate(node, ids[i:]) if self.cursor is not None
-                    else self.tree.request(node, ids[i:], score=score and i == 0))
+                    else self.tree.request(node, ids[i:], score=score and i == 0,
+                                           lane=self.lane))
         self.node = node
 
     def _speculate(self, node: Node | None, ids: list[int]) -> Node:
@@ -227,7 +229,7 @@ class MemberState:
         for j, t in enumerate(guess, start=len(ids)):
             for early in self._early_commits(t):  # siblings: commits inside the guessed token
                 queries.append((j - 1, early))
-        nodes = self.tree.run(queries)
+        nodes = self.tree.run(queries, lane=self.lane)
         if node is not None:
             node.children[ids[0]] = nodes[0]
         for q, (parent, t) in enumerate(queries[1:], start=1):

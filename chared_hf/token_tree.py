@@ -1,16 +1,24 @@
 """Many token sequences of one member in one KV cache, run with tree attention.
 
 What it does: a ``TokenTree`` keeps one member's keys and values for every token sequence its
-states hold (hypotheses, branches, speculated continuations), each distinct prefix once. A
-cached token is a *slot*; a ``Node`` lists the slots of its sequence. ``run`` adds any number
-of tokens in one forward call, each after its own parent (an existing node, an earlier token of
-the same call, or the start of text): the attention mask lets each query see its parent's
-slots and itself, and its position is its parent's length. Keys are cached after position
-encoding, so the slots' order in the cache does not matter. ``request`` queues a sequence
-instead; ``flush`` runs every queued one in one call (``engine`` calls it between the phases
-of a step, so the rows of a batch share their members' calls). Slots that no live node uses
-are dropped once they outnumber the used ones (the copy is amortised); holders of nodes
-``register`` them.
+states hold (hypotheses, branches, speculated continuations), each distinct prefix once. Each
+sequence of text (a row of a batch) has its own *lane*: its own batch row of the cache, so a
+call attends over that row's slots only and the work grows with rows, not rows². A cached
+token is a *slot* of its lane; a ``Node`` lists the slots of its sequence. ``run`` adds any
+number of tokens in one forward call, each after its own parent (an existing node, an earlier
+token of the same call, or the start of its lane's text): the attention mask lets each query
+see its parent's slots and itself, and its position is its parent's length. A call runs as
+many tokens in every lane as the busiest lane needs (lanes with fewer get padding tokens that
+see only themselves), right-aligned so that each lane's last token is the call's last. Keys
+are cached after position encoding, so the slots' order in the cache does not matter.
+``request`` queues a sequence instead; ``flush`` runs every queued one in one call (``engine``
+calls it between the phases of a step, so the rows of a batch share their members' calls).
+Slots that no live node uses are dropped once they outnumber the used ones (the copy is
+amortised); holders of nodes ``register`` them.
+
+Why lanes: ``benchmarks/tree_layout.py`` measured one call with all rows' tokens in one batch
+row (a dense mask over every row's slots) against one lane per row, and lanes were faster in
+every case measured, padding included (benchmarks/README.md › Cache layout).
 
 What it does not do: decide which tokens to run (``state``, ``exact``), or work with attention
 kernels that take no custom mask (flash attention) or caches that are not plain key/value
@@ -39,20 +47,23 @@ def _cache_kw() -> str:
 
 CACHE_KW = _cache_kw()
 Parent = "Node | int | None"  # an existing node, an earlier query of the same call, or none
+PAD_TOKEN = -1  # the token of a padding slot
 
 
 class Node:
-    """A token sequence in a ``TokenTree``: where its tokens' keys and values sit, and the
-    member's next-token distribution after it (built from its logits when first asked for).
+    """A token sequence in a ``TokenTree``: its lane, where its tokens' keys and values sit in
+    that lane, and the member's next-token distribution after it (built from its logits when
+    first asked for).
 
     A node made by ``TokenTree.request`` is run later, with every request queued on its tree,
     in one forward call (``TokenTree.flush``); until then it has no slots or distribution."""
 
-    __slots__ = ("_path", "logits", "children", "table", "_view", "_tree", "scores")
+    __slots__ = ("_path", "lane", "logits", "children", "table", "_view", "_tree", "scores")
 
     def __init__(self, path: torch.Tensor | None, logits: torch.Tensor | None = None,
-                 table: ByteTable | None = None, tree: TokenTree | None = None):
-        self._path = path  # the tree's slots of the sequence's tokens, in order (long, CPU)
+                 table: ByteTable | None = None, tree: TokenTree | None = None, lane: int = 0):
+        self._path = path  # the lane's slots of the sequence's tokens, in order (long, CPU)
+        self.lane = lane  # the batch row of the cache the sequence lives in
         self.logits = logits
         self.children: dict[int, Node] = {}  # speculated continuations
         self.table = table
@@ -87,20 +98,32 @@ class Node:
 
 
 class TokenTree:
-    """Every token sequence of one member, for any number of sequences of text, in one KV
-    cache. Whoever holds nodes registers a function returning them (``register``), so that
-    collection keeps their slots."""
+    """Every token sequence of one member, for any number of sequences of text (one lane
+    each), in one KV cache. Whoever holds nodes registers a function returning them
+    (``register``), so that collection keeps their slots."""
 
     def __init__(self, model: torch.nn.Module, table: ByteTable, slack: int = 64):
         self.model, self.table, self.slack = model, table, slack
         self.cache = DynamicCache()
-        self.tokens = torch.zeros(0, dtype=torch.long)  # the token id in each slot
+        self.tokens = torch.zeros(1, 0, dtype=torch.long)  # [lanes, slots]: each slot's token
+        self.lanes = 0  # lanes handed out (``new_lane``); lane 0 exists regardless
         self.forwards = 0  # forward calls
-        self.queries = 0  # tokens run, over all calls
-        self._kept = 0  # slots in use after the last collection
+        self.queries = 0  # tokens run (padding left out), over all calls
+        self._kept = 0  # slots per lane in use after the last collection
         self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._owners: list[Callable[[], Iterable[Node | None]]] = []
-        self._queue: list[tuple[Node, Node | None, list[int]]] = []
+        self._queue: list[tuple[Node, Node | None, list[int], bool, int]] = []
+
+    def new_lane(self) -> int:
+        """A lane for one more sequence of text (its own batch row of the cache)."""
+        lane, self.lanes = self.lanes, self.lanes + 1
+        if lane >= len(self.tokens):  # a new batch row, empty (padding) where others have slots
+            self.tokens = torch.cat([self.tokens, torch.full_like(self.tokens[:1], PAD_TOKEN)])
+            for layer in self.cache.layers:
+                if getattr(layer, "keys", None) is not None and layer.keys.numel():
+                    layer.keys = torch.cat([layer.keys, torch.zeros_like(layer.keys[:1])])
+                    layer.values = torch.cat([layer.values, torch.zeros_like(layer.values[:1])])
+        return lane
 
     def register(self, live: Callable[[], Iterable[Node | None]]) -> None:
         """``live()`` returns nodes whose slots must be kept (with their children)."""
@@ -108,25 +131,28 @@ class TokenTree:
 
     @property
     def size(self) -> int:
-        """Slots in the cache."""
-        return len(self.tokens)
+        """Slots per lane in the cache."""
+        return self.tokens.shape[1]
 
     def ids(self, node: Node) -> list[int]:
         """The token ids of ``node``'s sequence."""
-        return self.tokens[node.path].tolist()
+        return self.tokens[node.lane, node.path].tolist()
 
     # -- forward calls ---------------------------------------------------------------------
-    def chain(self, parent: Node | None, ids: list[int]) -> Node:
-        """The node ``parent·ids`` (``ids`` non-empty), from one forward call."""
+    def chain(self, parent: Node | None, ids: list[int], lane: int = 0) -> Node:
+        """The node ``parent·ids`` (``ids`` non-empty), from one forward call (in ``parent``'s
+        lane, or ``lane`` for a new text)."""
         queries = [(parent if i == 0 else i - 1, t) for i, t in enumerate(ids)]
-        return self.run(queries, keep_logits=[len(ids) - 1])[-1]
+        return self.run(queries, keep_logits=[len(ids) - 1], lane=lane)[-1]
 
-    def request(self, parent: Node | None, ids: list[int], score: bool = False) -> Node:
+    def request(self, parent: Node | None, ids: list[int], score: bool = False,
+                lane: int = 0) -> Node:
         """The node ``parent·ids``, run later together with every other queued request
-        (``flush``). ``score``: also keep the log-probability of each id after the first
-        (``Node.scores``)."""
-        node = Node(None, table=self.table, tree=self)
-        self._queue.append((node, parent, list(ids), score))
+        (``flush``), in ``parent``'s lane (or ``lane`` for a new text). ``score``: also keep
+        the log-probability of each id after the first (``Node.scores``)."""
+        lane = parent.lane if parent is not None else lane
+        node = Node(None, table=self.table, tree=self, lane=lane)
+        self._queue.append((node, parent, list(ids), score, lane))
         return node
 
     def flush(self) -> None:
@@ -135,15 +161,17 @@ class TokenTree:
             return
         queue, self._queue = self._queue, []
         queries: list[tuple[Parent, int]] = []
+        lanes: list[int] = []
         ends, keep = [], []
-        for _, parent, ids, score in queue:
+        for _, parent, ids, score, lane in queue:
             first = len(queries)
             for i, t in enumerate(ids):
                 queries.append((parent if i == 0 else len(queries) - 1, t))
+                lanes.append(lane)
             ends.append(len(queries) - 1)
             keep += list(range(first, len(queries) - 1)) if score else []
-        nodes = self.run(queries, keep_logits=ends + keep, views=ends)
-        for (node, _, ids, score), end in zip(queue, ends, strict=True):
+        nodes = self._call(queries, lanes, ends + keep, views=ends)
+        for (node, _, ids, score, _), end in zip(queue, ends, strict=True):
             done = nodes[end]
             node.path, node.logits, node._view = done.path, done.logits, done._view
             node._tree = None
@@ -156,69 +184,91 @@ class TokenTree:
 
     def run(self, queries: list[tuple[Parent, int]],
             keep_logits: Iterable[int] | None = None,
-            views: bool | Iterable[int] = False) -> list[Node]:
-        """One node per ``(parent, token)`` query, all from one forward call. ``keep_logits``:
-        the queries whose distribution is wanted (default all); ``views``: build the byte views
-        of those (``True``) or of the queries listed now, in one batch on the device (else each
-        when first asked for)."""
+            views: bool | Iterable[int] = False, lane: int = 0) -> list[Node]:
+        """One node per ``(parent, token)`` query, all from one forward call; a query whose
+        parent is None starts a text in ``lane``. ``keep_logits``: the queries whose
+        distribution is wanted (default all); ``views``: build the byte views of those
+        (``True``) or of the queries listed now, in one batch on the device (else each when
+        first asked for)."""
+        lanes: list[int] = []
+        for parent, _ in queries:
+            lanes.append(parent.lane if isinstance(parent, Node) else
+                         lanes[parent] if isinstance(parent, int) and 0 <= parent < len(lanes)
+                         else lane)
+        return self._call(queries, lanes, keep_logits, views)
+
+    def _call(self, queries: list[tuple[Parent, int]], lanes: list[int],
+              keep_logits: Iterable[int] | None, views: bool | Iterable[int]) -> list[Node]:
+        """One forward call: each query in its lane (see ``run``)."""
         self.flush()  # earlier requests first: their nodes may be parents here
         self._maybe_collect([p for p, _ in queries if isinstance(p, Node)])
-        n, b = self.size, len(queries)
-        visible, positions = self._mask(queries)
+        b = len(queries)
+        visible, positions, where = self._mask(queries, lanes)
+        width = visible.shape[1]
         device, dtype = self.model.device, _float_dtype(self.model)
-        mask = torch.zeros(b, n + b, dtype=dtype).masked_fill_(
+        mask = torch.zeros(visible.shape, dtype=dtype).masked_fill_(
             torch.from_numpy(~visible), torch.finfo(dtype).min)
+        tokens = np.full((len(self.tokens), width), PAD_TOKEN, dtype=np.int64)
+        tokens[where[:, 0], where[:, 1]] = [t for _, t in queries]
         wanted = list(range(b)) if keep_logits is None else sorted(set(keep_logits))
         kwargs = {}
-        if wanted == [b - 1] and b > 1 and self._logits_to_keep:
-            kwargs["logits_to_keep"] = 1  # a prompt: only its last distribution is needed
+        if wanted and all(where[q, 1] == width - 1 for q in wanted) and width > 1 and (
+                self._logits_to_keep):
+            kwargs["logits_to_keep"] = 1  # prompts: only their last distributions are needed
         with torch.no_grad():
-            out = self.model(input_ids=torch.tensor([[t for _, t in queries]], device=device),
-                             attention_mask=mask[None, None].to(device),
-                             position_ids=torch.from_numpy(positions)[None].to(device),
+            out = self.model(input_ids=torch.from_numpy(np.maximum(tokens, 0)).to(device),
+                             attention_mask=mask[:, None].to(device),
+                             position_ids=torch.from_numpy(positions).to(device),
                              **{CACHE_KW: self.cache}, use_cache=True, **kwargs)
         self.cache = out[CACHE_KW] if CACHE_KW in out else out.past_key_values
-        self.tokens = torch.cat([self.tokens, torch.tensor([t for _, t in queries])])
+        self.tokens = torch.cat([self.tokens, torch.from_numpy(tokens)], dim=1)
         self.forwards += 1
         self.queries += b
-        logits = out.logits[0, -len(wanted):] if kwargs else out.logits[0, wanted]
-        rows = dict(zip(wanted, logits.detach(), strict=True))
-        nodes = [Node(torch.from_numpy(np.flatnonzero(visible[q])), rows.get(q), table=self.table)
-                 for q in range(b)]
+        at = where[wanted]
+        logits = out.logits[at[:, 0], at[:, 1] - width + out.logits.shape[1]].detach()
+        rows = dict(zip(wanted, logits, strict=True))
+        nodes = [Node(torch.from_numpy(np.flatnonzero(visible[r, c])), rows.get(q),
+                      table=self.table, lane=int(r)) for q, (r, c) in enumerate(where)]
         now = wanted if views is True else sorted(set(views or ()))
         if now:
-            at = {q: i for i, q in enumerate(wanted)}
-            index = torch.tensor([at[q] for q in now], device=logits.device)
-            batch = ByteView.batch(self.table, logits.index_select(0, index))
+            index = {q: i for i, q in enumerate(wanted)}
+            picked = torch.tensor([index[q] for q in now], device=logits.device)
+            batch = ByteView.batch(self.table, logits.index_select(0, picked))
             for q, view in zip(now, batch, strict=True):
                 nodes[q]._view, nodes[q].logits = view, None
         return nodes
 
-    def _mask(self, queries: list[tuple[Parent, int]]) -> tuple[np.ndarray, np.ndarray]:
-        """Which slots each query sees (the old slots, then the new ones), and its position
-        (built with numpy on the host: many small steps)."""
+    def _mask(self, queries: list[tuple[Parent, int]], lanes: list[int]):
+        """Where each query sits (lane, column; right-aligned per lane), which slots of its
+        lane each column sees (the old slots, then the call's), and its position; built with
+        numpy on the host. Padding columns see only themselves."""
         n, b = self.size, len(queries)
-        visible = np.zeros((b, n + b), dtype=bool)
-        positions = np.zeros(b, dtype=np.int64)
-        by_node: dict[int, tuple[Node, list[int]]] = {}
-        chained = []
-        for q, (parent, _) in enumerate(queries):
+        counts = np.bincount(lanes, minlength=len(self.tokens)) if b else np.zeros(1, int)
+        if len(counts) > len(self.tokens):
+            raise ValueError(f"token tree: lane {len(counts) - 1} was not made (new_lane)")
+        width = int(counts.max())
+        where = np.zeros((b, 2), dtype=np.int64)
+        filled = width - counts  # the next free column of each lane
+        visible = np.zeros((len(self.tokens), width, n + width), dtype=bool)
+        positions = np.zeros((len(self.tokens), width), dtype=np.int64)
+        cols = np.arange(width)
+        visible[:, cols, n + cols] = True  # every column sees itself
+        for q, ((parent, _), lane) in enumerate(zip(queries, lanes, strict=True)):
+            col = filled[lane]
+            filled[lane] += 1
+            where[q] = lane, col
             if isinstance(parent, int):
-                if not 0 <= parent < q:
+                if not 0 <= parent < q or lanes[parent] != lane:
                     raise ValueError(f"queries[{q}]: a parent index must name an earlier query")
-                positions[q] = positions[parent] + 1
-                chained.append((q, parent))
+                r, c = where[parent]
+                positions[lane, col] = positions[r, c] + 1
+                visible[lane, col] |= visible[r, c]  # all the parent sees (it comes first)
             elif parent is not None:
-                by_node.setdefault(id(parent), (parent, []))[1].append(q)
-                positions[q] = len(parent)
-        visible[np.arange(b), n + np.arange(b)] = True
-        # Step 1: queries after an existing node see that node's slots.
-        for node, qs in by_node.values():
-            visible[np.ix_(qs, node.path.numpy())] = True
-        # Step 2: queries after an earlier query see all it sees (parents come first).
-        for q, parent in chained:
-            visible[q] |= visible[parent]
-        return visible, positions
+                if parent.lane != lane:
+                    raise ValueError(f"queries[{q}]: the parent lives in another lane")
+                positions[lane, col] = len(parent)
+                visible[lane, col, parent.path.numpy()] = True
+        return visible, positions, where
 
     # -- memory ----------------------------------------------------------------------------
     def _maybe_collect(self, extra: list[Node]) -> None:
@@ -229,26 +279,38 @@ class TokenTree:
 
     def collect(self, extra: Iterable[Node] = ()) -> None:
         """Drop the slots that no registered owner's node, no node in ``extra``, and none of
-        their speculated children use."""
+        their speculated children use (each lane keeps its own; shorter lanes are padded)."""
         live = [node for owner in self._owners for node in owner()]
         nodes = [node for node in _with_children([*live, *extra]) if node._path is not None]
-        used = torch.zeros(self.size, dtype=torch.bool)
+        used = np.zeros(tuple(self.tokens.shape), dtype=bool)
         for node in nodes:
-            used[node.path] = True
-        keep = used.nonzero().squeeze(1)
-        self._kept = len(keep)
+            used[node.lane, node.path.numpy()] = True
+        counts = used.sum(1)
+        self._kept = int(counts.max()) if len(counts) else 0
         if self._kept == self.size:
             return
-        remap = torch.full((self.size,), -1, dtype=torch.long)
-        remap[keep] = torch.arange(len(keep))
-        # Each layer's index on that layer's device (device_map may spread the layers).
+        # Step 1: per lane, the kept slots first (in order), then padding up to the longest.
+        order = np.argsort(~used, axis=1, kind="stable")[:, :self._kept]
+        keep = torch.from_numpy(order)
+        remap = np.full(used.shape, -1, dtype=np.int64)
+        rows = np.repeat(np.arange(len(used)), self._kept)
+        remap[rows, order.reshape(-1)] = np.tile(np.arange(self._kept), len(used))
+        # Step 2: gather each layer's keys and values, the index on that layer's device
+        # (device_map may spread the layers).
         self.cache = DynamicCache(ddp_cache_data=[
-            (layer.keys.index_select(-2, keep.to(layer.keys.device)),
-             layer.values.index_select(-2, keep.to(layer.values.device)))
-            for layer in self.cache.layers])
+            (_take(layer.keys, keep), _take(layer.values, keep)) for layer in self.cache.layers])
+        tokens = self.tokens.gather(1, keep)
+        tokens[torch.from_numpy(~np.take_along_axis(used, order, 1))] = PAD_TOKEN
+        self.tokens = tokens
         for node in nodes:
-            node.path = remap[node.path]
-        self.tokens = self.tokens[keep]
+            node.path = torch.from_numpy(remap[node.lane, node.path.numpy()])
+
+
+def _take(states: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``states[lane, :, keep[lane], :]`` for each lane (``[lanes, heads, slots, dim]``)."""
+    index = keep.to(states.device)[:, None, :, None].expand(
+        -1, states.shape[1], -1, states.shape[3])
+    return states.gather(2, index)
 
 
 def _float_dtype(model: torch.nn.Module) -> torch.dtype:

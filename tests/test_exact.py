@@ -103,6 +103,36 @@ def test_token_tree_forwards_match_plain_forwards_before_and_after_collecting():
         assert torch.allclose(node.view.probs, _plain_probs(model, tree.ids(node)), atol=1e-12)
 
 
+def test_token_tree_lanes_keep_rows_apart():
+    """Each sequence of text in its own lane (batch row of the cache): uneven calls (padding
+    where a lane runs fewer tokens, or none), queued requests of several lanes in one call,
+    and collection that keeps a different number of slots per lane all give each node the
+    model's own distribution."""
+    from chared_hf.state import Member
+    from chared_hf.token_tree import TokenTree
+
+    tok = piece_tokenizer(["a", "b", "ab", "ba", "aa"])
+    model = _flat_model(len(tok), seed=7)
+    tree = TokenTree(model, Member.build(model, tok).table)
+    lanes = [tree.new_lane() for _ in range(3)]
+    assert lanes == [0, 1, 2]
+    a = tree.chain(None, [1, 3, 4, 5], lane=0)  # lanes 1 and 2 get padding
+    b = tree.chain(None, [1, 5], lane=1)
+    assert tree.forwards == 2 and tree.queries == 6 and tree.size == 4 + 2
+    c, d = tree.request(a, [3]), tree.request(b, [4, 6, 3])
+    e = tree.request(None, [1], lane=2)
+    tree.flush()
+    assert tree.forwards == 3 and (c.lane, d.lane, e.lane) == (0, 1, 2)
+    assert tree.ids(c) == [1, 3, 4, 5, 3] and tree.ids(d) == [1, 5, 4, 6, 3]
+    tree.register(lambda: [c, d, e])
+    tree.collect()  # lanes keep 5, 5 and 1 slots: the cache holds 5 per lane
+    assert tree.size == 5 and tree.ids(d) == [1, 5, 4, 6, 3] and tree.ids(e) == [1]
+    f, = tree.run([(e, 4)])
+    assert tree.ids(f) == [1, 4]
+    for node in (c, d, e, f):  # a and b were dropped (nobody registered them)
+        assert torch.allclose(node.view.probs, _plain_probs(model, tree.ids(node)), atol=1e-12)
+
+
 def test_exact_scoring_shares_prefixes_and_runs_one_call_per_byte(stories):
     """Hypotheses share their common prefixes (cache slots grow with distinct prefixes, not
     hypotheses x context), and each byte costs each member at most one forward call."""
