@@ -31,7 +31,6 @@ from transformers import (
     AutoTokenizer,
     GenerationConfig,
     GenerationMixin,
-    LogitsProcessor,
     LogitsProcessorList,
     PreTrainedModel,
 )
@@ -280,7 +279,7 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         state = (kwargs.get("model_kwargs") or {}).get(CACHE_KW)
         if not isinstance(state, EnsembleCache):
             return processors
-        return LogitsProcessorList([_Redecide(processors, state)])
+        return _Redecide(processors, state)
 
     def prepare_inputs_for_generation(self, input_ids, **kwargs):
         state = kwargs.get(CACHE_KW)
@@ -431,13 +430,15 @@ def _reads(row, byte: int) -> bool:
     return True
 
 
-class _Redecide(LogitsProcessor):
+class _Redecide(LogitsProcessorList):
     """Runs the generation's processors; where they leave a row no byte (every score -inf,
     e.g. a banned byte that was the only way to continue the current tokens), that row's
     members commit their pending bytes and the processors run again on the new distribution.
-    """
+    A list (what ``generate`` expects) holding the processors, called directly (a plain list
+    reads each processor's signature at every step)."""
 
     def __init__(self, inner: LogitsProcessorList, state: EnsembleCache):
+        super().__init__(inner)
         self.inner, self.state = inner, state
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor):
