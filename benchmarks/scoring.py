@@ -5,12 +5,12 @@ The corpus (``common.corpus``): a children's story, HumanEval canonical solution
 answers, in chunks of about 1,500 bytes, each scored from its start (after the member's BOS)
 identically for the members and the ensembles. Reported per configuration: bits per byte,
 ms per byte, member forward calls and tokens run per byte, and the ratio of its time to the
-sum of its members' own time on the same text. Bytes the ensemble gives probability zero (the
-paper's mode conditions each member on one tokenization, which can fail to spell the text)
-are counted apart, and bits per byte are then over the other bytes. The exact mode runs on the first
-``--exact-bytes`` bytes of each chunk (the default bound) and the first ``--unbounded-bytes``
-(unbounded: its cost grows exponentially with the length), against the members' own forward
-on the same prefixes.
+sum of its members' own time on the same text. Every byte counts: one the ensemble gives
+probability zero (the paper's mode conditions each member on one tokenization, which can fail
+to spell the text) makes bits per byte infinite, and such bytes are counted. The exact mode
+runs on the first ``--exact-bytes`` bytes of each chunk (the default bound) and the first
+``--unbounded-bytes`` (unbounded: its cost grows exponentially with the length), against the
+members' own forward on the same prefixes.
 
     python benchmarks/scoring.py [--members stories smollm2] [--repeats 3]
 """
@@ -42,9 +42,9 @@ def own_score(model, tokenizer, texts: list[str]) -> float:
 
 
 def ensemble_score(ens: CharEDModel, texts: list[str]):
-    """The ensemble's log-probability (nats) of each text after ``<s>`` over the bytes it
-    gives a finite one, the number of bytes it gives none (log-probability -inf), and its
-    members' forward calls and tokens run."""
+    """The ensemble's log-probability (nats; ``-inf`` if a byte has probability zero) of the
+    texts after ``<s>``, the number of bytes it gives probability zero, and its members'
+    forward calls and tokens run."""
     tok = ByteTokenizer()
     total, impossible = 0.0, 0
     calls, tokens = [0] * len(ens.members), [0] * len(ens.members)
@@ -53,9 +53,8 @@ def ensemble_score(ens: CharEDModel, texts: list[str]):
         with torch.no_grad():
             out = ens(input_ids=ids)
         logp = out.logits[0, :-1].double().gather(-1, ids[0, 1:, None])
-        finite = torch.isfinite(logp)
-        total += float(logp[finite].sum())
-        impossible += int((~finite).sum())
+        total += float(logp.sum())
+        impossible += int(torch.isneginf(logp).sum())
         calls = [a + b for a, b in zip(calls, out.cache.forward_calls()[0], strict=True)]
         tokens = [a + b for a, b in zip(tokens, out.cache.forward_tokens()[0], strict=True)]
     return (total, impossible), calls, tokens
@@ -84,7 +83,7 @@ def rows_for(members: dict, names: list[str], span: str, texts: list[str], modes
 def _row(config, mode, span, n, score, seconds, calls, tokens, own_seconds) -> dict:
     nats, impossible = score
     return {"config": config, "mode": mode, "text": span, "bytes": n,
-            "bits_per_byte": -nats / math.log(2) / (n - impossible),
+            "bits_per_byte": -nats / math.log(2) / n,  # inf when a byte had probability 0
             "impossible_bytes": impossible, "ms_per_byte": 1000 * seconds / n,
             "calls_per_byte": None if calls is None else "/".join(f"{c / n:.3g}" for c in calls),
             "tokens_per_byte": None if tokens is None else "/".join(

@@ -343,9 +343,12 @@ def _score(args, report: Report) -> None:
         report.summary(rows, interrupted=True, file=args.file)
         raise
     report.summary(rows, file=args.file)
-    if any(r["zero_probability_bytes"] for r in rows):
-        print("chared score: some bytes have probability zero under the paper mode (left out "
-              "of bits per byte); --marginalization exact never gives zero", file=sys.stderr)
+    for row in rows:
+        if row["zero_probability_bytes"]:
+            print(f"chared score: {row['system']} ({row['mode']}) gives "
+                  f"{row['zero_probability_bytes']} of {row['bytes']} bytes probability zero, "
+                  "so its bits per byte is infinite; --marginalization exact gives every byte "
+                  "a member can spell a probability", file=sys.stderr)
 
 
 def _mode(args) -> str:
@@ -355,12 +358,13 @@ def _mode(args) -> str:
 
 
 def _finite_sum(logp: np.ndarray) -> tuple[float, int]:
-    finite = np.isfinite(logp)
-    return float(logp[finite].sum()), int((~finite).sum())
+    """Total log-probability (``-inf`` if any byte has probability zero) and how many do."""
+    return float(logp.sum()), int(np.isneginf(logp).sum())
 
 
 def _score_system(report: Report, name: str, mode: str, pieces, total: int, fn) -> dict:
-    """Score every piece with ``fn`` -> (nats, zero-probability bytes); one row."""
+    """Score every piece with ``fn`` -> (nats, zero-probability bytes); one row. Every byte
+    counts: one of probability zero makes bits per byte infinite (the count says how many)."""
     start, nats, zero = time.perf_counter(), 0.0, 0
     with _progress(total, f"{name} ({mode})") as bar:
         for i, piece in enumerate(pieces):
@@ -370,7 +374,7 @@ def _score_system(report: Report, name: str, mode: str, pieces, total: int, fn) 
                           zero_probability_bytes=z)
             bar.update(len(piece.encode()))
     return {"system": name, "mode": mode, "bytes": total,
-            "bits_per_byte": scoring.bits_per_byte(nats, total - zero),
+            "bits_per_byte": scoring.bits_per_byte(nats, total),
             "zero_probability_bytes": zero, "seconds": round(time.perf_counter() - start, 2)}
 
 
@@ -441,13 +445,16 @@ def _mixture_rows(label: str, logp: np.ndarray, pieces: list[int], names,
     """Bits per byte of each member, equal fixed weights, and each weighting system (the
     exact ensemble's figures: ``scoring.mixture_logprobs``)."""
     n = logp.shape[1]
-    rows = [{"text": label, "system": name, "bits_per_byte": scoring.bits_per_byte(
-        float(row.sum()), n)} for name, row in zip(names, logp, strict=True)]
+
+    def row(system: str, byte_logp: np.ndarray) -> dict:  # every byte counts (∞ if one is 0)
+        nats, zero = _finite_sum(byte_logp)
+        return {"text": label, "system": system, "bits_per_byte": scoring.bits_per_byte(nats, n),
+                "zero_probability_bytes": zero}
+
+    rows = [row(name, member) for name, member in zip(names, logp, strict=True)]
     every = {"equal weights": (np.ones(len(names)), "fixed", 0.0), **systems}
     for system, (prior, rule, rate) in every.items():
-        nats = float(scoring.mixture_logprobs(logp, prior, rule, rate, pieces).sum())
-        rows.append({"text": label, "system": system,
-                     "bits_per_byte": scoring.bits_per_byte(nats, n)})
+        rows.append(row(system, scoring.mixture_logprobs(logp, prior, rule, rate, pieces)))
     return rows
 
 

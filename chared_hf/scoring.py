@@ -98,7 +98,8 @@ def exact_members(members: list, max_hypotheses: int | None) -> list[CharEDModel
 
 
 def bits_per_byte(nats: float, n_bytes: int) -> float:
-    """Natural-log total over a number of bytes -> bits per byte."""
+    """Natural-log total over a number of bytes -> bits per byte (``inf`` when the total is
+    ``-inf``: some byte had probability zero; no byte is ever left out)."""
     return -nats / LN2 / n_bytes
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import save_tiny_member
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -273,6 +274,24 @@ def test_every_subcommand_has_help(capsys):
         assert "--member" in capsys.readouterr().out
 
 
+
+
+def test_score_counts_every_byte_and_reports_zero_probability_as_infinite(tmp_path, capsys):
+    """A byte the paper mode gives probability zero (a lossy member cannot spell "z") is not
+    left out: bits per byte is infinite, the count is exact, and the warning names the
+    system."""
+    lossy = save_tiny_member(tmp_path / "lossy", ["a", "b", " ", "\n", "ab"], seed=5)
+    text = tmp_path / "t.txt"
+    text.write_text("ab za ab\nb z\n")
+    result = _run_json(capsys, "score", "--member", str(lossy), str(text), "--json")
+    row = next(r for r in result["results"] if r["system"] == "ensemble")
+    logp = byte_logprobs(CharEDModel.from_members([_loaded(str(lossy))]), "ab za ab\nb z\n")
+    assert int(np.isneginf(logp).sum()) == row["zero_probability_bytes"] >= 2
+    assert row["bits_per_byte"] == float("inf")
+    assert main(["score", "--member", str(lossy), str(text)]) == 0
+    captured = capsys.readouterr()
+    assert "inf" in captured.out
+    assert "ensemble (chared mixture) gives" in captured.err and "infinite" in captured.err
 
 
 def test_weighting_flags_reach_the_ensemble(folders, tmp_path, capsys):
