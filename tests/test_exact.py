@@ -75,6 +75,80 @@ def test_exact_matches_brute_force_on_generated_vocabularies(vocab, seed, data):
         assert _teacher_forced(ens, text) == pytest.approx(want, abs=1e-6), text
 
 
+def _exact(pairs, k, **kwargs):
+    return CharEDModel.from_members(pairs, marginalization="exact", max_hypotheses=k, **kwargs)
+
+
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(vocab=vocabularies(), seed=st.integers(0, 50), k=st.sampled_from([1, 2, 3, None]),
+       theta=st.sampled_from([0.0, 0.01, 0.2]), data=st.data())
+def test_pruning_bounds_contain_the_unbounded_figure(vocab, seed, k, theta, data):
+    """Certified pruning: with K hypotheses and a relative floor θ, the interval (kept mass,
+    kept + dropped mass) contains the log-probability the unbounded exact mode gives the text,
+    which it pins down (lower == upper == the sum of its byte log-probabilities)."""
+    from chared_hf.scoring import exact_score
+
+    alphabet, pieces = vocab
+    tok = piece_tokenizer(pieces)
+    model = _flat_model(len(tok), seed=seed)
+    text = data.draw(st.text(alphabet=alphabet, min_size=1, max_size=6))
+    truth = exact_score(_exact([(model, tok)], None), text)
+    assert truth.bounds[1] == pytest.approx(truth.bounds[0], abs=1e-9)
+    assert float(truth.byte_logprobs.sum()) == pytest.approx(truth.bounds[0], abs=1e-6)
+    lower, upper = exact_score(_exact([(model, tok)], k, prune_below=theta), text).bounds
+    assert lower - 1e-9 <= truth.bounds[0] <= upper + 1e-9
+
+
+def test_prune_below_drops_light_hypotheses_and_is_checked():
+    """A relative floor runs fewer tokens than the count bound alone, its interval still holds
+    the unbounded figure, and bad values are refused naming the argument."""
+    from chared_hf.scoring import exact_score
+
+    tok = piece_tokenizer(["a", "b", "aa", "ab", "ba", "aab", "aba", "bb"])
+    model = _flat_model(len(tok), seed=3)
+    text = "aabab" * 3
+    truth = exact_score(_exact([(model, tok)], None), text).bounds[0]
+    tokens = {}
+    for theta in (0.0, 0.05):
+        ens = _exact([(model, tok)], 8, prune_below=theta)
+        ids = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
+        out = ens(input_ids=ids)
+        tokens[theta] = out.cache.forward_tokens()[0][0]
+        lower, upper = out.cache.rows[0].logprob_bounds()[0]
+        assert lower - 1e-9 <= truth <= upper + 1e-9
+    assert tokens[0.05] < tokens[0.0]
+    for bad in (1.0, -0.1, "0.1", True):
+        with pytest.raises(ValueError, match="prune_below: expected a number in"):
+            CharEDConfig(prune_below=bad)
+
+
+def test_pruning_bounds_when_pruning_drops_mass_and_for_a_bayes_ensemble():
+    """A text many tokenizations spell, K=1: the interval is wide but holds the unbounded
+    figure, for each member and for the "bayes" mixture (Σ π_i P_i); the bits-per-byte
+    interval is the same bounds per byte."""
+    from chared_hf.scoring import exact_score
+
+    tok_a = piece_tokenizer(["a", "b", "aa", "ab", "ba", "aab", "aba", "bb"])
+    tok_b = piece_tokenizer(["a", "b", "aaa", "bab", "abb"])
+    pairs = [(_flat_model(len(tok_a), seed=3), tok_a), (_flat_model(len(tok_b), seed=4), tok_b)]
+    text = "aabab" * 3
+    kwargs = {"weighting": "bayes", "weights": [0.3, 0.7]}
+    truth, pruned = (exact_score(_exact(pairs, k, **kwargs), text) for k in (None, 1))
+    for (lo, hi), (t, t_hi) in zip(pruned.member_bounds, truth.member_bounds, strict=True):
+        assert t == pytest.approx(t_hi, abs=1e-9)
+        assert lo - 1e-9 <= t <= hi + 1e-9 and hi - lo > 1e-3  # pruning dropped mass
+    assert truth.bounds[0] == pytest.approx(float(truth.byte_logprobs.sum()), abs=1e-6)
+    assert pruned.bounds[0] - 1e-9 <= truth.bounds[0] <= pruned.bounds[1] + 1e-9
+    low, high = pruned.bits_per_byte_interval()
+    n = len(text.encode())
+    assert (low, high) == pytest.approx((-pruned.bounds[1] / math.log(2) / n,
+                                         -pruned.bounds[0] / math.log(2) / n))
+    fixed = exact_score(_exact(pairs, 1), text)  # a fixed mixture: no bound follows
+    assert fixed.bounds is None and fixed.bits_per_byte_interval() is None
+    with pytest.raises(ValueError, match="ensemble: exact_score needs"):
+        exact_score(CharEDModel.from_members(pairs), text)
+
+
 def _plain_probs(model, ids: list[int]) -> torch.Tensor:
     with torch.no_grad():
         return torch.softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].double(), -1)
