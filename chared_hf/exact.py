@@ -32,18 +32,25 @@ with distinct prefixes, not hypotheses × context). The children needed at one b
 forward call: their tokens are the queries, each attending only to its own prefix (a tree
 attention mask) at its own position. Slots no hypothesis uses any more are dropped now and then.
 
-What it does not do: cut a context longer than the member's window (the paper mode does), or
-run members with attention kernels that take no custom mask (flash attention). A member none
-of whose hypotheses can spell an observed byte (a lossy tokenizer) gives that byte probability
-zero (its weight goes to the other members, whose distributions still sum to one), then
-restarts from its heaviest hypothesis with the byte committed as its own encoding (``<unk>``)
-and follows the text again from the next byte.
+Long texts: when a hypothesis would outgrow the member's window, every hypothesis keeps the
+member's start ids and its most recent tokens (the longest fills 3/4 of the window), cut at
+one point of the tokens all of them share, and they run again in a fresh cache in one call
+(``_fit_window``); as in the paper mode, later bytes are then conditioned on the shorter
+context.
+
+What it does not do: run members with attention kernels that take no custom mask (flash
+attention). A member none of whose hypotheses can spell an observed byte (a lossy tokenizer)
+gives that byte probability zero (its weight goes to the other members, whose distributions
+still sum to one), then restarts from its heaviest hypothesis with the byte committed as its
+own encoding (``<unk>``) and follows the text again from the next byte.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,6 +162,7 @@ class ExactMember:
         in one forward call."""
         if self.children is not None:
             return self.children
+        self._fit_window()
         candidates = []
         for h in self.hyps:
             if not h.pending:
@@ -189,6 +197,45 @@ class ExactMember:
             if candidate is guard:
                 self.protected_child = self.children[-1]
         return self.children
+
+    def _fit_window(self) -> None:
+        """Context policy: when a hypothesis and its child would exceed the member's window,
+        every hypothesis keeps the member's start ids and its most recent tokens, cut at one
+        point of the tokens all of them share so that the cut sequences still share their
+        prefix; the longest then fills 3/4 of the window. They run again in a fresh cache, in
+        one call (warned once per member). Their probabilities are kept: later bytes are
+        conditioned on the shorter context, as in the paper mode."""
+        window = self.member.window
+        if window is None or max(len(h.node) for h in self.hyps) + 1 <= window:
+            return
+        if not self.member.warned:
+            self.member.warned = True
+            warnings.warn(f"member {self.member.name!r}: context longer than its window of "
+                          f"{window} tokens; keeping the most recent tokens", stacklevel=5)
+        start = list(self.member.token_bytes.start_ids)
+        seqs = [self.tree.ids(h.node) for h in self.hyps]
+        common = len(os.path.commonprefix(seqs))
+        tail = max(len(ids) for ids in seqs) - common
+        keep = max(1, window * 3 // 4 - len(start))
+        cut = max(common - max(keep - tail, 0), 0)  # inside the shared tokens when it can be
+        cut_seqs = [start + (ids[cut:] if tail < keep else ids[-keep:]) for ids in seqs]
+        # One call: the cut sequences as a trie (shared prefixes run once), each hypothesis'
+        # last token's distribution kept.
+        queries, index, ends = [], {}, []
+        for ids in cut_seqs:
+            parent = None
+            for depth in range(len(ids)):
+                key = tuple(ids[:depth + 1])
+                if key not in index:
+                    index[key] = len(queries)
+                    queries.append((parent, ids[depth]))
+                parent = index[key]
+            ends.append(parent)
+        self.tree = TokenTree(self.member.model, self.member.table)
+        self.tree.register(lambda: [h.node for h in self.hyps])
+        nodes = self.tree.run(queries, keep_logits=sorted(set(ends)), views=True)
+        for h, end in zip(self.hyps, ends, strict=True):
+            h.node = nodes[end]
 
     def _protected_candidate(self, candidates: list) -> tuple | None:
         """The protected lineage's child: its pending byte as one token (the likeliest id)."""

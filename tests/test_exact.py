@@ -149,6 +149,34 @@ def test_pruning_bounds_when_pruning_drops_mass_and_for_a_bayes_ensemble():
         exact_score(CharEDModel.from_members(pairs), text)
 
 
+def test_exact_mode_scores_a_text_longer_than_the_window():
+    """Context policy of the exact mode, on a 5,000-byte text and a member whose window is 32
+    tokens: one warning, every byte a finite log-probability, no hypothesis longer than the
+    window, the cache bounded; below the window nothing changes (the first bytes' figures
+    equal those of a member with a window that never fills)."""
+    from chared_hf.scoring import exact_score
+
+    pieces = ["a", "b", "c", " ", "ab", "bc", "ca", " a", "abc"]
+    tok = piece_tokenizer(pieces)
+    model = _flat_model(len(tok), seed=11)
+    rng = np.random.default_rng(0)
+    text = "".join(rng.choice(list("abc "), size=5000))
+    short = CharEDModel.from_members([(model, tok)], marginalization="exact", max_hypotheses=4)
+    model.config.max_position_embeddings = 32
+    ens = CharEDModel.from_members([(model, tok)], marginalization="exact", max_hypotheses=4)
+    with pytest.warns(UserWarning, match="context longer than its window of 32 tokens"):
+        ids = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
+        out = ens(input_ids=ids)
+    logp = out.logits[0, :-1].double().gather(-1, ids[0, 1:, None])[:, 0]
+    assert len(logp) == 5000 and bool(torch.isfinite(logp).all())
+    member = out.cache.rows[0].members[0]
+    assert max(len(h.node) for h in member.hyps) <= 32
+    assert member.tree.size <= 2 * 32 * 4 + member.tree.slack
+    head = text[:20]  # well inside the window: the same figures as without one
+    assert exact_score(ens, head).byte_logprobs == pytest.approx(
+        exact_score(short, head).byte_logprobs, abs=1e-9)
+
+
 def _plain_probs(model, ids: list[int]) -> torch.Tensor:
     with torch.no_grad():
         return torch.softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].double(), -1)

@@ -460,6 +460,31 @@ def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return bool(np.allclose(a, b, rtol=1e-9, atol=1e-12))
 
 
+def test_byte_views_gathered_on_a_device_equal_those_read_in_place():
+    """``gather`` reads CPU members' sums in place and gathers a device's with torch (one
+    gather per bank, one copy per device): the same masses either way, here with the device
+    path forced on CPU tensors, over two banks and several prefixes at once."""
+    from chared_hf.byte_view import ViewBank, gather
+
+    tok = generated_tokenizer(VocabSpec("bytelevel", "abc", ((0, 1), (1, 2), (3, 2))))
+    table = ByteTable(TokenBytes.from_tokenizer(tok))
+    rng = np.random.default_rng(1)
+    banks = [ViewBank(table, torch.tensor(rng.normal(size=(n, len(tok))) * 3.0))
+             for n in (2, 3)]
+    prefixes = [b"", b"a", b"ab", b"c", b"zz"]
+    in_place = [(v, p) for bank in banks for v in bank.views() for p in prefixes]
+    gather(in_place)
+    forced = []
+    for bank in banks:
+        copy = ViewBank(table, torch.zeros(1, len(tok)))
+        copy.probs, copy.sums, copy.host, copy.host_probs = bank.probs, bank.sums, None, None
+        forced += [(v, p) for v in [ByteView.at(copy, r) for r in range(len(bank.probs))]
+                   for p in prefixes]
+    gather(forced)
+    for (a, p), (b, _) in zip(in_place, forced, strict=True):
+        np.testing.assert_array_equal(a.masses(p), b.masses(p), err_msg=repr(p))
+
+
 def test_byte_view_low_mass_prefix():
     tok = generated_tokenizer(VocabSpec("wordlevel", "ab", ()))  # text tokens: a, b
     table = ByteTable(TokenBytes.from_tokenizer(tok))
