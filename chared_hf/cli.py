@@ -260,7 +260,8 @@ class Report:
             keys = list(rows[0])
             print(" | ".join(keys))
             for row in rows:
-                print(" | ".join(_fmt(row.get(k)) for k in keys))
+                # "-": does not apply (e.g. an interval for a member's own figure)
+                print(" | ".join("-" if row.get(k) is None else _fmt(row[k]) for k in keys))
         for key, value in extra.items():
             print(f"{key}: {_fmt(value)}")
         if interrupted:
