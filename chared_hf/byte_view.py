@@ -168,6 +168,7 @@ class ByteView:
     def _attach(self, bank: ViewBank, row: int) -> None:
         self.bank, self.row, self.table = bank, row, bank.table
         self._masses: dict[bytes, np.ndarray] = {}  # pending prefix -> outcome masses (host)
+        self._text_total: float | None = None
 
     @property
     def probs(self) -> torch.Tensor:
@@ -178,7 +179,9 @@ class ByteView:
     def text_total(self) -> float:
         """Mass of the text tokens and end of text: the member's renormalisation constant
         (special tokens that are not text are left out)."""
-        return float(self.masses(b"").sum())
+        if self._text_total is None:  # read per hypothesis and byte in the exact mode
+            self._text_total = float(self.masses(b"").sum())
+        return self._text_total
 
     def masses(self, prefix: bytes) -> np.ndarray:
         """Unnormalised masses of the 258 outcomes given pending bytes ``prefix``."""

@@ -120,24 +120,24 @@ def _hypotheses(value: str) -> int | None:
             f"expected a positive integer or 'none', got {value!r}") from None
 
 
-def _rate(value: str) -> float:
+def _unit(value: str, one: bool) -> float:
+    """A number in [0, 1] (``one``) or [0, 1)."""
     try:
-        rate = float(value)
+        number = float(value)
     except ValueError:
-        rate = -1.0
-    if not 0 <= rate <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}")
-    return rate
+        number = -1.0
+    if not (0 <= number <= 1 if one else 0 <= number < 1):
+        raise argparse.ArgumentTypeError(
+            f"expected a number in [0, 1{']' if one else ')'}, got {value!r}")
+    return number
+
+
+def _rate(value: str) -> float:
+    return _unit(value, one=True)
 
 
 def _fraction(value: str) -> float:
-    try:
-        theta = float(value)
-    except ValueError:
-        theta = -1.0
-    if not 0 <= theta < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value!r}")
-    return theta
+    return _unit(value, one=False)
 
 
 def _positive(value: str) -> int:
@@ -498,7 +498,7 @@ def _mixture_rows(label: str, logp: np.ndarray, pieces: list[int], bounds: np.nd
         interval = None
         if rule == "bayes":  # each piece: log Σ π_i P_i from the members' bounds
             prior = np.asarray(prior, dtype=np.float64) / np.sum(prior)
-            per_piece = [scoring.mixture_bounds(prior, [tuple(b) for b in bounds[:, j]])
+            per_piece = [scoring.mixture_bounds(prior, bounds[:, j])
                          for j in range(bounds.shape[1])]
             interval = _interval(np.sum(per_piece, axis=0), n)
         rows.append(row(system, scoring.mixture_logprobs(logp, prior, rule, rate, pieces),

@@ -50,7 +50,6 @@ from __future__ import annotations
 import heapq
 import math
 import os
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,14 +139,14 @@ class ExactMember:
         was pruned. Lower: the mass the kept hypotheses spell; upper: that plus every mass
         pruning dropped; each divided by the other bound of what ``begin`` read."""
         base_kept, base_dropped = self._base
-        return (self.kept - np.logaddexp(base_kept, base_dropped),
+        return (float(self.kept - np.logaddexp(base_kept, base_dropped)),
                 float(np.logaddexp(self.kept, self.dropped)) - base_kept)
 
     def _drop(self, log_masses) -> None:
         """Pruning dropped hypotheses of these (log) masses (after a loss, the hypotheses are
         no longer real mass: nothing to add)."""
         if len(log_masses) and not self._lost:
-            self.dropped = float(np.logaddexp(self.dropped, _logsumexp(log_masses)))
+            self.dropped = float(np.logaddexp.reduce([self.dropped, *log_masses]))
 
     def _root(self, ids: list[int]) -> None:
         self.tree = TokenTree(self.member.model, self.member.table)
@@ -208,15 +207,11 @@ class ExactMember:
         window = self.member.window
         if window is None or max(len(h.node) for h in self.hyps) + 1 <= window:
             return
-        if not self.member.warned:
-            self.member.warned = True
-            warnings.warn(f"member {self.member.name!r}: context longer than its window of "
-                          f"{window} tokens; keeping the most recent tokens", stacklevel=5)
         start = list(self.member.token_bytes.start_ids)
+        keep = self.member.tokens_to_keep(len(start), stacklevel=5)
         seqs = [self.tree.ids(h.node) for h in self.hyps]
         common = len(os.path.commonprefix(seqs))
         tail = max(len(ids) for ids in seqs) - common
-        keep = max(1, window * 3 // 4 - len(start))
         cut = max(common - max(keep - tail, 0), 0)  # inside the shared tokens when it can be
         cut_seqs = [start + (ids[cut:] if tail < keep else ids[-keep:]) for ids in seqs]
         # One call: the cut sequences as a trie (shared prefixes run once), each hypothesis'
@@ -289,14 +284,14 @@ class ExactMember:
             return prob
         if self.k is not None or self.floor > -math.inf:
             ranked = sorted(kept, key=lambda c: c[0], reverse=True)
-            floor = _logsumexp([c[0] for c in ranked]) + self.floor
+            floor = np.logaddexp.reduce([c[0] for c in ranked]) + self.floor
             kept = [c for c in ranked[: self.k] if c[0] >= floor]
             if guard is not None and not any(c is guard for c in kept):
                 kept.append(guard)
             chosen = {id(c) for c in kept}
             self._drop([c[0] for c in ranked if id(c) not in chosen])
         if not self._lost:
-            self.kept = _logsumexp([c[0] for c in kept])
+            self.kept = float(np.logaddexp.reduce([c[0] for c in kept]))
         self.hyps = [h for _, h in kept]
         self.protected = guard[1] if guard is not None else (self.hyps[0] if self.hyps else None)
         # Re-anchor the protected lineage on the heaviest hypothesis whenever that one has just
@@ -393,8 +388,3 @@ class ExactSequenceState(engine.Row):
         ``begin`` under the unbounded exact mode (``ExactMember.logprob_bounds``)."""
         return [m.logprob_bounds() for m in self.members]
 
-
-def _logsumexp(values) -> float:
-    values = np.asarray(values, dtype=np.float64)
-    top = values.max()
-    return float(top + np.log(np.exp(values - top).sum())) if np.isfinite(top) else float(top)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .modeling import CharEDModel
+from .state import EnsembleCache
 from .tokenization import ByteTokenizer
 from .weighting import DEFAULT_SWITCH_RATE, Weighting
 
@@ -86,12 +87,19 @@ def own_logprob(model, tokenizer, text: str) -> float:
 def byte_logprobs(ensemble: CharEDModel, text: str) -> np.ndarray:
     """Natural log-probability of each byte of ``text`` under ``ensemble``, read from ``<s>``
     (shape ``[bytes]``; ``-inf`` where the ensemble gives a byte probability zero)."""
+    return _teacher_forced(ensemble, text)[0]
+
+
+def _teacher_forced(ensemble: CharEDModel, text: str) -> tuple[np.ndarray, EnsembleCache]:
+    """Each byte's log-probability, read from ``<s>``, and the cache the reading left."""
     ids = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
     if ids.shape[1] < 2:
         raise ValueError("text: expected at least one byte to score")
     with torch.no_grad():
-        logits = ensemble(input_ids=ids).logits[0, :-1].double()
-    return logits.gather(-1, ids[0, 1:, None].to(logits.device))[:, 0].cpu().numpy()
+        out = ensemble(input_ids=ids)
+    logits = out.logits[0, :-1].double()
+    logp = logits.gather(-1, ids[0, 1:, None].to(logits.device))[:, 0].cpu().numpy()
+    return logp, out.cache
 
 
 @dataclass
@@ -122,14 +130,8 @@ def exact_score(ensemble: CharEDModel, text: str) -> ExactScore:
     if ensemble.config.marginalization != "exact":
         raise ValueError("ensemble: exact_score needs marginalization='exact' (the paper mode "
                          "prunes nothing it could bound)")
-    ids = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
-    if ids.shape[1] < 2:
-        raise ValueError("text: expected at least one byte to score")
-    with torch.no_grad():
-        out = ensemble(input_ids=ids)
-    logits = out.logits[0, :-1].double()
-    logp = logits.gather(-1, ids[0, 1:, None].to(logits.device))[:, 0].cpu().numpy()
-    members = out.cache.rows[0].logprob_bounds()
+    logp, cache = _teacher_forced(ensemble, text)
+    members = cache.rows[0].logprob_bounds()
     return ExactScore(logp, members, ensemble_bounds(ensemble, members))
 
 
@@ -145,9 +147,9 @@ def ensemble_bounds(ensemble: CharEDModel, members: list[tuple[float, float]]
     return mixture_bounds(prior / prior.sum(), members)
 
 
-def mixture_bounds(prior: np.ndarray, members: list[tuple[float, float]]
-                   ) -> tuple[float, float]:
-    """``log Σ π_i exp(b_i)`` for the lower and the upper bounds ``b_i`` of each member."""
+def mixture_bounds(prior: np.ndarray, members) -> tuple[float, float]:
+    """``log Σ π_i exp(b_i)`` for the lower and the upper bounds ``b_i`` of each member
+    (``members``: ``(lower, upper)`` pairs, or an array ``[members, 2]``)."""
     with np.errstate(divide="ignore"):
         logs = np.log(np.asarray(prior, dtype=np.float64))
     sides = np.asarray(members, dtype=np.float64).reshape(-1, 2) + logs[:, None]

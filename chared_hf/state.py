@@ -75,6 +75,17 @@ class Member:
         return cls(model=model, tokenizer=tokenizer, token_bytes=tb, table=ByteTable(tb),
                    name=name, window=window if isinstance(window, int) and window > 8 else None)
 
+    def tokens_to_keep(self, n_start: int, stacklevel: int) -> int:
+        """The context policy of both modes, for a context that outgrew the window: how many
+        of the most recent tokens to keep after ``n_start`` start ids (together 3/4 of the
+        window); warns once per member."""
+        if not self.warned:
+            self.warned = True
+            warnings.warn(f"member {self.name!r}: context longer than its window of "
+                          f"{self.window} tokens; keeping the most recent tokens",
+                          stacklevel=stacklevel + 1)
+        return max(1, self.window * 3 // 4 - n_start)
+
 
 class Draws:
     """The sampler's random choices: whether ε commits (``uniform() < J(ε)``) and which of
@@ -186,11 +197,7 @@ class MemberState:
         length = len(self.node) if self.node is not None else 0
         if window is None or length + len(ids) <= window:
             return ids
-        if not self.member.warned:
-            self.member.warned = True
-            warnings.warn(f"member {self.member.name!r}: context longer than its window of "
-                          f"{window} tokens; keeping the most recent tokens", stacklevel=4)
-        keep = max(1, window * 3 // 4 - len(self.start))
+        keep = self.member.tokens_to_keep(len(self.start), stacklevel=4)
         full = (self.ids if self.node is not None else []) + ids
         self.node = None
         return self.start + full[-keep:]
