@@ -20,6 +20,30 @@ PROMPTS = [
 ]
 
 
+class ForwardClock:
+    """Wall time spent inside the members' forward calls (hooks on each member model), the
+    calls and the tokens per batch row they ran."""
+
+    def __init__(self, models):
+        self.seconds, self.calls, self.tokens, self._start = 0.0, 0, 0, {}
+        self.handles = []
+        for model in models:
+            self.handles.append(model.register_forward_pre_hook(self._before, with_kwargs=True))
+            self.handles.append(model.register_forward_hook(self._after))
+
+    def _before(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self.tokens += ids.shape[1] if ids is not None else 0  # columns (padding too)
+        self._start[id(module)] = time.perf_counter()
+
+    def _after(self, module, args, out):
+        self.seconds += time.perf_counter() - self._start.pop(id(module))
+        self.calls += 1
+
+    def reset(self) -> None:
+        self.seconds, self.calls, self.tokens = 0.0, 0, 0
+
+
 def load_members(names: list[str]):
     """(model, tokenizer) pairs for ``stories`` and ``smollm2`` from the assets."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -22,30 +22,9 @@ import statistics
 import time
 
 import torch
-from common import PROMPTS, load_members, print_table, write_json
+from common import PROMPTS, ForwardClock, load_members, print_table, write_json
 
 from chared_hf import ByteTokenizer, CharEDModel
-
-
-class ForwardClock:
-    """Wall time spent inside the members' forward calls (hooks on each member model)."""
-
-    def __init__(self, models):
-        self.seconds, self.calls, self._start = 0.0, 0, {}
-        self.handles = []
-        for model in models:
-            self.handles.append(model.register_forward_pre_hook(self._before))
-            self.handles.append(model.register_forward_hook(self._after))
-
-    def _before(self, module, args):
-        self._start[id(module)] = time.perf_counter()
-
-    def _after(self, module, args, out):
-        self.seconds += time.perf_counter() - self._start.pop(id(module))
-        self.calls += 1
-
-    def reset(self) -> None:
-        self.seconds, self.calls = 0.0, 0
 
 
 def measure(model: CharEDModel, prompts: list[str], new_bytes: int, repeats: int,

@@ -1,15 +1,18 @@
 """What the exact mode's pruning costs and drops: bits per byte, the certified interval the
-unbounded exact mode lies in, and the work, for a count bound K with relative floors θ.
+unbounded exact mode lies in, and the work, for a count bound K with relative floors θ, with
+and without running ahead along the known text (side by side in one run).
 
 Each member alone (one-member exact ensembles, so the interval is defined), teacher-forced
 over the first ``--bytes`` bytes of each corpus chunk (``common.corpus``: a children's story,
 HumanEval solutions, GSM8K answers), one thread:
 
     python benchmarks/pruning.py [--members stories smollm2] [--bytes 120] [--k 8]
-        [--floors 0 1e-4 1e-3 1e-2]
+        [--floors 0 1e-4 1e-3 1e-2] [--no-compare]
 
 Reported per member and θ: bits per byte (every byte counted), the interval
-``[lower, upper]`` and its width relative to the figure, and ms per byte.
+``[lower, upper]`` and its width relative to the figure, ms per byte, and the member's forward
+calls and tokens per byte; each once with run-ahead (``exact.RUN_AHEAD_BYTES``) and once
+without (``--no-compare``: with only).
 """
 
 from __future__ import annotations
@@ -18,15 +21,19 @@ import argparse
 import time
 
 import torch
-from common import corpus, load_members, print_table, write_json
+from common import ForwardClock, corpus, load_members, print_table, write_json
 
-from chared_hf import CharEDModel
+from chared_hf import CharEDModel, exact
 from chared_hf.scoring import LN2, exact_score
 
+RUN_AHEAD = exact.RUN_AHEAD_BYTES
 
-def run(pair, texts: list[str], k: int, floor: float) -> dict:
+
+def run(pair, texts: list[str], k: int, floor: float, ahead: bool) -> dict:
     ens = CharEDModel.from_members([pair], marginalization="exact", max_hypotheses=k,
                                    prune_below=floor)
+    exact.RUN_AHEAD_BYTES = RUN_AHEAD if ahead else 0
+    clock = ForwardClock([pair[0]])
     nats, lower, upper, n = 0.0, 0.0, 0.0, 0
     start = time.perf_counter()
     for text in texts:
@@ -35,10 +42,13 @@ def run(pair, texts: list[str], k: int, floor: float) -> dict:
         lower, upper = lower + result.bounds[0], upper + result.bounds[1]
         n += len(result.byte_logprobs)
     seconds = time.perf_counter() - start
+    for handle in clock.handles:
+        handle.remove()
     bits = -nats / LN2 / n
     low, high = -upper / LN2 / n, -lower / LN2 / n
     return {"bits_per_byte": bits, "interval": f"[{low:.4f}, {high:.4f}]",
-            "width_%": 100 * (high - low) / bits, "ms_per_byte": 1000 * seconds / n}
+            "width_%": 100 * (high - low) / bits, "ms_per_byte": 1000 * seconds / n,
+            "calls_per_byte": clock.calls / n, "tokens_per_byte": clock.tokens / n}
 
 
 def main() -> None:
@@ -47,6 +57,8 @@ def main() -> None:
     parser.add_argument("--bytes", type=int, default=120)
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--floors", type=float, nargs="+", default=[0.0, 1e-4, 1e-3, 1e-2])
+    parser.add_argument("--no-compare", action="store_true",
+                        help="run ahead only (no side-by-side run without it)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     members = load_members(args.members)
@@ -54,11 +66,13 @@ def main() -> None:
     rows = []
     for name in args.members:
         for floor in args.floors:
-            rows.append({"member": name, "K": args.k, "prune_below": floor,
-                         **run(members[name], texts, args.k, floor)})
-            print(rows[-1], flush=True)
-    print_table(rows, ["member", "K", "prune_below", "bits_per_byte", "interval", "width_%",
-                       "ms_per_byte"])
+            for ahead in (True,) if args.no_compare else (True, False):
+                rows.append({"member": name, "K": args.k, "prune_below": floor,
+                             "run_ahead": ahead, **run(members[name], texts, args.k, floor,
+                                                       ahead)})
+                print(rows[-1], flush=True)
+    print_table(rows, ["member", "K", "prune_below", "run_ahead", "bits_per_byte", "interval",
+                       "width_%", "ms_per_byte", "calls_per_byte", "tokens_per_byte"])
     path = write_json("pruning", {"args": vars(args), "rows": rows})
     print(f"written to {path}")
 

@@ -181,9 +181,9 @@ def _member_options() -> argparse.ArgumentParser:
                        help="chared: the paper's decoding; exact: all tokenizations")
     group.add_argument("--max-hypotheses", type=_hypotheses, default=8, metavar="K",
                        help="exact mode: hypotheses kept per member, or 'none' (default 8)")
-    group.add_argument("--prune-below", type=_fraction, default=0.0, metavar="THETA",
+    group.add_argument("--prune-below", type=_fraction, default=None, metavar="THETA",
                        help="exact mode: also drop hypotheses lighter than THETA times the "
-                            "text's probability, in [0, 1) (default 0)")
+                            "text's probability, in [0, 1) (default 1e-4 with K, 0 with 'none')")
     out = common.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print one JSON object at the end")
     out.add_argument("--output", metavar="PATH",

@@ -17,6 +17,8 @@ from .weighting import DEFAULT_SWITCH_RATE, check_weighting
 
 MARGINALIZATIONS = ("chared", "exact")
 DEFAULT_MAX_HYPOTHESES = 8
+# With a count bound (benchmarks/pruning.py): +0.1% bits per byte, about half the time.
+DEFAULT_PRUNE_BELOW = 1e-4
 MEMBER_KEYS = ("name_or_path", "revision", "gguf_file", "dtype", "trust_remote_code")
 
 
@@ -43,6 +45,8 @@ class CharEDConfig(PreTrainedConfig):
             and the most children it expands per byte; ``None`` keeps all (exact).
         prune_below: with ``"exact"``, a hypothesis or child whose mass is below this fraction
             of the text's (kept) probability is dropped as well; ``0`` drops nothing by mass.
+            ``None`` (default): ``1e-4`` with a count bound, ``0`` with ``max_hypotheses=None``
+            (so that ``None`` alone is the unbounded, exact mode); see ``pruning_floor``.
             What pruning drops is bounded (``scoring.exact_score``).
         combine: ``"mixture"`` (the paper's weighted average) or ``"product"`` (weighted
             geometric mean, renormalised).
@@ -59,7 +63,7 @@ class CharEDConfig(PreTrainedConfig):
     # Measured, not tuned on the held-out texts (benchmarks/weighting.py); see weighting.py.
     switch_rate: float = DEFAULT_SWITCH_RATE
     max_hypotheses: int | None = DEFAULT_MAX_HYPOTHESES
-    prune_below: float = 0.0
+    prune_below: float | None = None
     # The byte vocabulary: 256 bytes + <s>, </s>, <pad>. Not meant to be changed.
     vocab_size: int = VOCAB_SIZE
     bos_token_id: int | None = BOS_ID
@@ -80,9 +84,10 @@ class CharEDConfig(PreTrainedConfig):
                 or self.max_hypotheses < 1):
             raise ValueError("max_hypotheses: expected a positive integer or None, got "
                              f"{self.max_hypotheses!r}")
-        if isinstance(self.prune_below, bool) or not isinstance(self.prune_below, int | float) or (
-                not 0.0 <= self.prune_below < 1.0):
-            raise ValueError("prune_below: expected a number in [0, 1), got "
+        if self.prune_below is not None and (
+                isinstance(self.prune_below, bool) or not isinstance(self.prune_below, int | float)
+                or not 0.0 <= self.prune_below < 1.0):
+            raise ValueError("prune_below: expected a number in [0, 1) or None, got "
                              f"{self.prune_below!r}")
         if self.combine not in COMBINE_RULES:
             raise ValueError(f"combine: expected one of {COMBINE_RULES}, got {self.combine!r}")
@@ -92,6 +97,14 @@ class CharEDConfig(PreTrainedConfig):
                              "product of experts has no posterior over members); use "
                              "weighting='fixed' with combine='product'")
         super().__post_init__(**kwargs)
+
+    @property
+    def pruning_floor(self) -> float:
+        """The exact mode's relative floor in use: ``prune_below``, or when that is None,
+        ``DEFAULT_PRUNE_BELOW`` with a count bound and 0 without one."""
+        if self.prune_below is not None:
+            return float(self.prune_below)
+        return DEFAULT_PRUNE_BELOW if self.max_hypotheses is not None else 0.0
 
 
 def _check_member(index: int, member) -> dict:

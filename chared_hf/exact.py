@@ -57,11 +57,13 @@ import numpy as np
 from . import engine
 from .byte_view import EPS, ByteView, gather
 from .combine import combine
-from .state import Member, as_weighting
+from .state import Member, TextCursor, as_weighting
+from .token_bytes import split_utf8
 from .token_tree import Node, TokenTree
 from .weighting import RowWeights, Weighting
 
 UNBOUNDED_LIMIT = 4096  # children one byte may need before the unbounded mode gives up
+RUN_AHEAD_BYTES = 32  # how far along known text (a prompt, a scored text) a call runs ahead
 
 
 @dataclass
@@ -92,8 +94,13 @@ class ExactMember:
         # text never gets probability zero because of pruning).
         self.protected: Hypothesis | None = None
         self.protected_child: Hypothesis | None = None
+        self.best: Hypothesis | None = None  # the heaviest hypothesis (where runs ahead start)
         self.tree: TokenTree | None = None
         self._prompt_probs = np.ones(0)
+        # Known text ahead (``_upcoming``): the bytes ``begin`` is reading, then the scored
+        # text (teacher forcing: a cursor shared with the row).
+        self.cursor: TextCursor | None = None
+        self._script, self._script_pos = b"", 0
         # Certified pruning (``logprob_bounds``), natural logs of absolute probabilities: the
         # mass the hypotheses kept spell (a lower bound on the text's prefix probability), the
         # mass pruning dropped (each dropped hypothesis' mass when dropped bounds all it could
@@ -118,10 +125,13 @@ class ExactMember:
         self._root(list(tb.start_ids))
         lead = tb.lead if with_bos else b""
         self._prompt_probs = np.ones(len(prompt))
-        for i, byte in enumerate(lead + prompt):
+        self._script = lead + prompt
+        for i, byte in enumerate(self._script):
+            self._script_pos = i
             prob = self.advance(byte)
             if score and i >= len(lead):
                 self._prompt_probs[i - len(lead)] = prob
+        self._script, self._script_pos = b"", 0
         self._base = (self.kept, self.dropped)
 
     def prompt_probs(self, n_bytes: int) -> np.ndarray:
@@ -152,7 +162,8 @@ class ExactMember:
         self.tree = TokenTree(self.member.model, self.member.table)
         self.tree.register(lambda: [h.node for h in self.hyps])
         self.hyps = [Hypothesis(self.tree.chain(None, ids), 0.0, b"")]
-        self.protected, self.children = self.hyps[0], None
+        self.protected = self.best = self.hyps[0]
+        self.children = None
         self.kept, self.dropped, self._lost = 0.0, -math.inf, False
 
     # -- per byte --------------------------------------------------------------------------
@@ -188,14 +199,69 @@ class ExactMember:
                 f"one byte of this text (member {self.member.name!r}; the number of "
                 "tokenizations grows exponentially with the length); give a bound such as 8")
         self.children, self.protected_child = [], None
-        if not candidates:
-            return self.children
-        nodes = self.tree.run([(h.node, t) for _, t, h in candidates], views=True)
-        for candidate, node in zip(candidates, nodes, strict=True):
-            self.children.append(Hypothesis(node, candidate[0], b""))
+        self._run(candidates)
+        for candidate in candidates:
+            logp, t, h = candidate
+            self.children.append(Hypothesis(h.node.children[t], logp, b""))
             if candidate is guard:
                 self.protected_child = self.children[-1]
         return self.children
+
+    def _run(self, candidates: list[tuple[float, int, Hypothesis]]) -> None:
+        """Run, in one call, the candidate children that no earlier call ran (on known text,
+        together with a run ahead of the heaviest hypothesis, ``_run_ahead``). Every node run
+        becomes a child of its parent (``Node.children``), where later bytes find it."""
+        new = [(h.node, t) for _, t, h in candidates if t not in h.node.children]
+        if not new:
+            return
+        queries: list[tuple[Node | int, int]] = list(new)
+        self._run_ahead(queries)
+        nodes = self.tree.run(queries, views=True)
+        for (parent, t), node in zip(queries, nodes, strict=True):
+            (parent if isinstance(parent, Node) else nodes[parent]).children.setdefault(t, node)
+
+    def _upcoming(self) -> bytes:
+        """The known bytes after the text read so far (at most ``RUN_AHEAD_BYTES``)."""
+        text = self._script[self._script_pos:]
+        if self.cursor is not None and len(text) < RUN_AHEAD_BYTES:
+            text += self.cursor.ahead(RUN_AHEAD_BYTES - len(text))
+        return text[:RUN_AHEAD_BYTES]
+
+    def _run_ahead(self, queries: list[tuple[Node | int, int]]) -> None:
+        """On known text, append to ``queries`` the children that later bytes will likely
+        need, from the heaviest hypothesis on: the member's own tokenization of its pending
+        bytes and the text ahead; inside each of those tokens, every shorter token a
+        hypothesis can end at; and each token's bytes one per token (the protected lineage).
+        Nothing when that tokenization was run ahead already. Later bytes whose children are
+        among them cost no call; the numbers are the same."""
+        best, member = self.best, self.member
+        text = split_utf8(best.pending + self._upcoming())[0].encode("utf-8")  # whole characters
+        if len(text) <= len(best.pending) or (member.window is not None and
+                                              len(best.node) + 2 + len(text) > member.window):
+            return  # nothing known ahead, or the run would pass the member's window
+        guess = member.token_bytes.encode(text)
+        if not guess or guess[0] in best.node.children:
+            return  # run ahead already
+        seen = {(_key(parent), t): q for q, (parent, t) in enumerate(queries)}
+
+        def add(parent: Node | int, token: int) -> int:
+            key = (_key(parent), token)
+            if key not in seen:
+                seen[key] = len(queries)
+                queries.append((parent, token))
+            return seen[key]
+
+        parent: Node | int = best.node
+        for t in guess:
+            for early in member.prefix_ids(t):  # hypotheses that end inside `t`
+                add(parent, early)
+            chain = parent
+            for byte in member.token_bytes.pieces[t] or b"":  # `t`'s bytes, one per token
+                byte_id = member.byte_id(byte)
+                if byte_id is None:
+                    break
+                chain = add(chain, byte_id)
+            parent = add(parent, t)
 
     def _fit_window(self) -> None:
         """Context policy: when a hypothesis and its child would exceed the member's window,
@@ -297,9 +363,8 @@ class ExactMember:
         # Re-anchor the protected lineage on the heaviest hypothesis whenever that one has just
         # left a token boundary (one pending byte that is itself a token): the fallback then
         # stays close to the likeliest path instead of drifting to negligible probability.
-        best = max(kept, key=lambda c: c[0])[1] if kept else None
-        if best is not None and len(best.pending) == 1 and float(
-                best.view.ending_ids(best.pending)[1].sum()) > 0:
+        best = self.best = max(kept, key=lambda c: c[0])[1]
+        if len(best.pending) == 1 and float(best.view.ending_ids(best.pending)[1].sum()) > 0:
             self.protected = best
         self.children = None
         return prob
@@ -316,10 +381,16 @@ class ExactMember:
             ids = []
         node = self.tree.chain(anchor.node, ids) if ids else anchor.node
         self.hyps = [Hypothesis(node, anchor.logp, b"")]
-        self.protected, self.children = self.hyps[0], None
+        self.protected = self.best = self.hyps[0]
+        self.children = None
         # The text now has probability zero unless a dropped hypothesis spells it: the lower
         # bound is 0 from here on, the upper bound what was dropped (nothing kept is real).
         self.kept, self._lost = -math.inf, True
+
+
+def _key(parent: Node | int) -> tuple:
+    """A query's parent as a dictionary key (a node by identity, an earlier query by index)."""
+    return ("query", parent) if isinstance(parent, int) else ("node", id(parent))
 
 
 class ExactSequenceState(engine.Row):
@@ -337,6 +408,7 @@ class ExactSequenceState(engine.Row):
         self.rule = rule
         self.finished = False
         self._prompt_bytes: int | None = None
+        self.cursor: TextCursor | None = None  # teacher forcing: the text ahead
 
     @property
     def weights(self) -> np.ndarray:
@@ -353,14 +425,20 @@ class ExactSequenceState(engine.Row):
             m.begin_from_ids(ids)
 
     def read_ahead(self, text: bytes) -> None:
-        """The exact mode does not run ahead along the text (its hypotheses are pruned by the
-        probabilities they get, so the calls it needs are not known in advance)."""
-        return None
+        """Teacher forcing: the members will read ``text`` next, so their calls run ahead
+        along it (``ExactMember._run_ahead``)."""
+        if self.cursor is None:
+            self.cursor = TextCursor()
+            for m in self.members:
+                m.cursor = self.cursor
+        self.cursor.text += text
 
     def advance(self, byte: int) -> None:
         self.row_weights.read(byte)  # the weights first: each member's probability of `byte`
         for m in self.members:
             m.advance(byte)
+        if self.cursor is not None:
+            self.cursor.pos += 1
 
     def resolve(self) -> None:
         """No token-end decision; a prompt just read moves the weights."""

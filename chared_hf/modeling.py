@@ -40,7 +40,11 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from . import engine
 from .byte_view import EOT
 from .chat import member_chat_ids
-from .configuration import DEFAULT_MAX_HYPOTHESES, CharEDConfig, check_weights
+from .configuration import (
+    DEFAULT_MAX_HYPOTHESES,
+    CharEDConfig,
+    check_weights,
+)
 from .exact import ExactSequenceState
 from .loading import AUTO_MAP, HUB_OPTIONS, load_member, write_remote_code
 from .state import EnsembleCache, Member, SequenceState
@@ -157,7 +161,7 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         max_hypotheses: int | None = DEFAULT_MAX_HYPOTHESES,
         weighting: str = "fixed",
         switch_rate: float = DEFAULT_SWITCH_RATE,
-        prune_below: float = 0.0,
+        prune_below: float | None = None,
     ) -> CharEDModel:
         """Wrap ``(model, tokenizer)`` pairs already in memory.
 
@@ -335,7 +339,7 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
     def _new_row(self, state: EnsembleCache) -> SequenceState | ExactSequenceState:
         if self.config.marginalization == "exact":
             return ExactSequenceState(self.members, self.weighting, self.config.combine,
-                                      self.config.max_hypotheses, self.config.prune_below)
+                                      self.config.max_hypotheses, self.config.pruning_floor)
         if state.trees is None:  # one token tree per member, shared by the rows
             state.trees = [TokenTree(m.model, m.table) for m in self.members]
         return SequenceState(self.members, self.weighting, self.config.combine,

@@ -157,7 +157,7 @@ def mixture_bounds(prior: np.ndarray, members) -> tuple[float, float]:
 
 
 def exact_members(members: list, max_hypotheses: int | None,
-                  prune_below: float = 0.0) -> list[CharEDModel]:
+                  prune_below: float | None = None) -> list[CharEDModel]:
     """Each ``(model, tokenizer)`` as a one-member exact byte-level LM (weights do not enter)."""
     return [CharEDModel.from_members([pair], marginalization="exact",
                                      max_hypotheses=max_hypotheses, prune_below=prune_below)

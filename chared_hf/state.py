@@ -60,6 +60,8 @@ class Member:
     name: str = "member"
     window: int | None = None  # the model's context length (max_position_embeddings)
     warned: bool = field(default=False, compare=False)  # the context-window warning was given
+    _prefixes: dict = field(default_factory=dict, compare=False, repr=False)  # prefix_ids'
+    _bytes: dict = field(default_factory=dict, compare=False, repr=False)  # byte_id's
 
     @classmethod
     def build(cls, model, tokenizer, name: str = "member") -> Member:
@@ -85,6 +87,30 @@ class Member:
                           f"{self.window} tokens; keeping the most recent tokens",
                           stacklevel=stacklevel + 1)
         return max(1, self.window * 3 // 4 - n_start)
+
+    def byte_id(self, byte: int) -> int | None:
+        """The member's own id for the single byte ``byte`` (None where no one id spells it)."""
+        ids = self._bytes.get(byte)
+        if ids is None:
+            try:
+                ids = self._bytes[byte] = self.token_bytes.encode(bytes((byte,)))
+            except ValueError:
+                ids = self._bytes[byte] = []
+        return ids[0] if len(ids) == 1 and self.token_bytes.pieces[ids[0]] == bytes(
+            (byte,)) else None
+
+    def prefix_ids(self, token: int) -> list[int]:
+        """Ids other than ``token`` whose bytes are a non-empty prefix of ``token``'s (or
+        equal to them): the tokens a text spelled by ``token`` could also end at."""
+        out = self._prefixes.get(token)
+        if out is None:
+            piece, out = self.token_bytes.pieces[token] or b"", []
+            for k in range(1, len(piece) + 1):
+                b = self.table.bounds(piece[:k])
+                out += [i for i in self.table.sorted_ids[int(b[0]):int(b[1])].tolist()
+                        if i != token]
+            self._prefixes[token] = out
+        return out
 
 
 class Draws:
@@ -234,7 +260,7 @@ class MemberState:
             parent = node if j == 0 else j - 1
             queries.append((parent, t))  # the chain: ids, then the guess
         for j, t in enumerate(guess, start=len(ids)):
-            for early in self._early_commits(t):  # siblings: commits inside the guessed token
+            for early in self.member.prefix_ids(t):  # siblings: commits inside the guessed token
                 queries.append((j - 1, early))
         nodes = self.tree.run(queries, lane=self.lane)
         if node is not None:
@@ -242,15 +268,6 @@ class MemberState:
         for q, (parent, t) in enumerate(queries[1:], start=1):
             nodes[parent].children.setdefault(t, nodes[q])
         return nodes[len(ids) - 1]
-
-    def _early_commits(self, token: int) -> list[int]:
-        """Ids whose bytes are a proper prefix of ``token``'s, or equal to them."""
-        piece = self.member.token_bytes.pieces[token] or b""
-        table, out = self.member.table, []
-        for k in range(1, len(piece) + 1):
-            b = table.bounds(piece[:k])
-            out += [i for i in table.sorted_ids[int(b[0]):int(b[1])].tolist() if i != token]
-        return out
 
     # -- per byte --------------------------------------------------------------------------
     def distribution(self) -> np.ndarray | None:

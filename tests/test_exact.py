@@ -122,6 +122,24 @@ def test_prune_below_drops_light_hypotheses_and_is_checked():
             CharEDConfig(prune_below=bad)
 
 
+def test_prune_below_defaults_to_a_floor_with_a_count_bound_and_to_none_without():
+    """Unset, the floor is 1e-4 under a count bound and 0 with ``max_hypotheses=None`` (the
+    unbounded mode stays exact); an explicit value always wins, and it round-trips."""
+    from chared_hf.configuration import DEFAULT_PRUNE_BELOW
+
+    assert DEFAULT_PRUNE_BELOW == 1e-4
+    assert CharEDConfig().pruning_floor == DEFAULT_PRUNE_BELOW
+    assert CharEDConfig(max_hypotheses=None).pruning_floor == 0.0
+    assert CharEDConfig(max_hypotheses=None, prune_below=0.01).pruning_floor == 0.01
+    assert CharEDConfig(prune_below=0).pruning_floor == 0.0
+    again = CharEDConfig.from_dict(CharEDConfig(prune_below=0.002).to_dict())
+    assert again.pruning_floor == 0.002
+    tok = piece_tokenizer(["a", "b", "aa", "ab", "ba", "aab", "aba", "bb"])
+    ens = _exact([(_flat_model(len(tok), seed=3), tok)], 8)
+    out = ens(input_ids=ByteTokenizer()("aabab", return_tensors="pt")["input_ids"])
+    assert math.exp(out.cache.rows[0].members[0].floor) == pytest.approx(DEFAULT_PRUNE_BELOW)
+
+
 def test_pruning_bounds_when_pruning_drops_mass_and_for_a_bayes_ensemble():
     """A text many tokenizations spell, K=1: the interval is wide but holds the unbounded
     figure, for each member and for the "bayes" mixture (Σ π_i P_i); the bits-per-byte
@@ -241,7 +259,8 @@ def test_exact_scoring_shares_prefixes_and_runs_one_call_per_byte(stories):
     text = ("Once upon a time, there was a little girl named Lily. She loved to play outside "
             "in the park with her friends. One day, she saw a big red ball under a tree.")
     enc = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
-    ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8)
+    ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8,
+                                   prune_below=0)  # K hypotheses, to share prefixes
     out = ens(input_ids=enc)
     (member,) = out.cache.rows[0].members
     assert member.forwards <= 1 + len(b" " + text.encode())  # start, then dummy prefix + text
@@ -300,7 +319,8 @@ def test_exact_is_never_below_the_canonical_tokenization(stories):
 def test_exact_unbounded_on_a_short_real_text(stories):
     model, mtok = stories
     ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=None)
-    bounded = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8)
+    bounded = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8,
+                                       prune_below=0)
     enc = ByteTokenizer()("Once", return_tensors="pt")["input_ids"]
 
     def score(m):
@@ -435,3 +455,61 @@ def test_a_lossy_member_gives_zero_only_to_what_it_cannot_spell_and_follows_agai
     assert not np.isnan(alone).any()
     both = byte_logprobs(CharEDModel.from_members([lossy, full], marginalization="exact"), text)
     assert np.isfinite(both).all()
+
+
+def _float64(pair):
+    """A float64 copy of a (model, tokenizer) pair: calls of different shapes then agree far
+    below 1e-6 (in float32 they differ by about 1e-6)."""
+    import copy
+
+    return copy.deepcopy(pair[0]).double(), pair[1]
+
+
+def test_exact_scoring_runs_ahead_along_the_text(stories, monkeypatch):
+    """Run-ahead on known text: each call also runs the member's own tokenization of the text
+    ahead (with the shorter tokens and the one-byte tokens inside it), so later bytes whose
+    children it ran need no call; every byte's distribution stays the same to 1e-6."""
+    import chared_hf.exact as exact
+
+    stories = _float64(stories)
+    text = ("Once upon a time, there was a little girl named Lily. She loved to play outside "
+            "in the park with her friends. One day, she saw a big red ball under a tree.")
+    ids = torch.tensor([[256, *text.encode(), EOS_ID]])
+
+    def run(ahead: int):
+        monkeypatch.setattr(exact, "RUN_AHEAD_BYTES", ahead)
+        ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8,
+                                       prune_below=1e-4)
+        out = ens(input_ids=ids)
+        return out.logits[0].double(), out.cache.rows[0].members[0].forwards
+
+    logits, calls = run(exact.RUN_AHEAD_BYTES)
+    plain, plain_calls = run(0)
+    assert plain_calls >= len(text)  # one call per byte without it
+    assert calls < 0.7 * plain_calls
+    assert torch.allclose(logits.exp(), plain.exp(), atol=1e-6, rtol=0)
+
+
+def test_exact_generation_reads_its_prompt_ahead(stories, monkeypatch):
+    """A prompt is known text too: reading it byte by byte needs far fewer calls than bytes,
+    and generation continues it exactly as without run-ahead."""
+    import chared_hf.exact as exact
+
+    stories = _float64(stories)
+    prompt = "Once upon a time, there was a little girl named Lily. She loved to play"
+    enc = ByteTokenizer()(prompt, return_tensors="pt")
+
+    def run(ahead: int):
+        monkeypatch.setattr(exact, "RUN_AHEAD_BYTES", ahead)
+        ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8,
+                                       prune_below=1e-4)
+        out = ens.generate(**enc, max_new_tokens=1, return_dict_in_generate=True,
+                           output_scores=True)
+        return out.sequences, out.scores[0], out.cache.rows[0].members[0].forwards
+
+    seqs, scores, calls = run(exact.RUN_AHEAD_BYTES)
+    plain_seqs, plain_scores, plain_calls = run(0)
+    assert plain_calls >= len(prompt)
+    assert calls < 0.7 * plain_calls
+    assert torch.equal(seqs, plain_seqs)
+    assert torch.allclose(scores.exp(), plain_scores.exp(), atol=1e-6, rtol=0)
