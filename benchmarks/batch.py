@@ -4,6 +4,7 @@ Greedy, the ensemble of the given members; medians over repeats of the wall time
 the throughput ratio, and whether both ways give the same texts.
 
     python benchmarks/batch.py [--members stories smollm2] [--new-bytes 64] [--repeats 3]
+        [--marginalization chared|exact]
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ def main() -> None:
     parser.add_argument("--members", nargs="+", default=["stories", "smollm2"])
     parser.add_argument("--new-bytes", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--marginalization", choices=["chared", "exact"], default="chared")
     args = parser.parse_args()
     members = load_members(args.members)
-    ens = CharEDModel.from_members([members[n] for n in args.members])
+    ens = CharEDModel.from_members([members[n] for n in args.members],
+                                   marginalization=args.marginalization)
     tok = ByteTokenizer()
     kwargs = dict(max_new_tokens=args.new_bytes)
 
@@ -40,7 +43,8 @@ def main() -> None:
         bat_s, batched = timed(together, args.repeats)
     same = all(bytes(i for i in s.tolist() if i < 256) == bytes(i for i in b.tolist() if i < 256)
                for s, b in zip(singles, batched, strict=True))
-    rows = [{"members": "+".join(args.members), "prompts": len(BATCH),
+    rows = [{"members": "+".join(args.members), "mode": args.marginalization,
+             "prompts": len(BATCH),
              "new_bytes": args.new_bytes, "sequential_s": seq_s, "batched_s": bat_s,
              "throughput_ratio": seq_s / bat_s, "same_texts": same}]
     report("batch", args, rows)

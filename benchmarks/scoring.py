@@ -12,7 +12,7 @@ runs on the first ``--exact-bytes`` bytes of each chunk (the default bound) and 
 ``--unbounded-bytes`` (unbounded: its cost grows exponentially with the length), against the
 members' own forward on the same prefixes.
 
-    python benchmarks/scoring.py [--members stories smollm2] [--repeats 3]
+    python benchmarks/scoring.py [--members stories smollm2] [--repeats 3] [--no-corpus]
 """
 
 from __future__ import annotations
@@ -98,11 +98,14 @@ def main() -> None:
     parser.add_argument("--exact-bytes", type=int, default=100)
     parser.add_argument("--unbounded-bytes", type=int, default=9)
     parser.add_argument("--exact-repeats", type=int, default=2)
+    parser.add_argument("--no-corpus", action="store_true",
+                        help="leave out the whole-corpus rows (the prefixes only)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     members = load_members(args.members)
     chunks = [text for _, text in corpus()]
-    rows = rows_for(members, args.members, "corpus", chunks, [("chared", None)], args.repeats)
+    rows = [] if args.no_corpus else rows_for(members, args.members, "corpus", chunks,
+                                              [("chared", None)], args.repeats)
     prefix = [c.encode()[:args.exact_bytes].decode("utf-8", "ignore") for c in chunks]
     rows += rows_for(members, args.members, f"first {args.exact_bytes} B", prefix,
                      [("chared", None), ("exact", 8)], args.exact_repeats)

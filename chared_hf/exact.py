@@ -18,7 +18,8 @@ Special tokens other than end of text are removed from the member's distribution
 Pruning (``max_hypotheses=K``): the children expanded at a byte are the K heaviest by
 ``P(τ_h)·p(t | τ_h)`` (known before their forward), and after each byte the K heaviest
 hypotheses by ``P(τ)·M(r)`` are kept. ``None`` keeps everything (exact). ``prune_below=θ``
-also drops children and hypotheses lighter than θ times the text's kept probability. Every
+also drops children and hypotheses lighter than θ times the text's kept probability (the
+config's default: 1e-4 under a count bound, 0 without one). Every
 dropped mass is accounted for: ``logprob_bounds`` gives certified bounds on the unbounded
 mode's log-probability of the text. One lineage is never
 pruned: from the last point where the heaviest hypothesis had just left a token boundary, it
@@ -27,14 +28,22 @@ every byte); its child sits at a token boundary, so every byte the member can re
 some mass and observed text never gets probability zero through pruning.
 
 Forward passes (``TokenTree``): all token sequences of one member on one sequence live in one
-KV cache, each token once, so hypotheses share every prefix they have in common (memory grows
-with distinct prefixes, not hypotheses × context). The children needed at one byte run as one
-forward call: their tokens are the queries, each attending only to its own prefix (a tree
-attention mask) at its own position. Slots no hypothesis uses any more are dropped now and then.
+lane of the member's KV cache, each token once, so hypotheses share every prefix they have in
+common (memory grows with distinct prefixes, not hypotheses × context). The children needed
+at one byte run as one forward call: their tokens are the queries, each attending only to its
+own prefix (a tree attention mask) at its own position; the rows of a batch queue theirs
+(``prepare``) and each member runs all rows' children in that one call, each row in its own
+lane (generation and teacher-forced scoring alike; each row reads its prompt on its own).
+Slots no hypothesis uses any more are dropped now and then.
+On known text (a prompt being read, a scored text) such a call also runs ahead from the
+heaviest hypothesis along the member's own tokenization of the next ``RUN_AHEAD_BYTES``, with
+the shorter and the one-byte tokens inside each of its tokens (``_run_ahead``); every node run
+is kept as a child of its parent, so a later byte whose children were run ahead costs no call.
 
 Long texts: when a hypothesis would outgrow the member's window, every hypothesis keeps the
 member's start ids and its most recent tokens (the longest fills 3/4 of the window), cut at
-one point of the tokens all of them share, and they run again in a fresh cache in one call
+one point of the tokens all of them share, and they run again from a new root in the row's
+lane, in one call
 (``_fit_window``); as in the paper mode, later bytes are then conditioned on the shorter
 context.
 
@@ -82,7 +91,8 @@ class Hypothesis:
 class ExactMember:
     """One member on one sequence, as a byte-level LM over all its tokenizations."""
 
-    def __init__(self, member: Member, max_hypotheses: int | None, prune_below: float = 0.0):
+    def __init__(self, member: Member, max_hypotheses: int | None, prune_below: float = 0.0,
+                 tree: TokenTree | None = None):
         self.member = member
         self.k = max_hypotheses
         # Drop what weighs less than this fraction of the text's kept probability (log).
@@ -95,7 +105,10 @@ class ExactMember:
         self.protected: Hypothesis | None = None
         self.protected_child: Hypothesis | None = None
         self.best: Hypothesis | None = None  # the heaviest hypothesis (where runs ahead start)
-        self.tree: TokenTree | None = None
+        # The member's token tree (shared with the other rows of a batch), this row's lane.
+        self.tree = tree if tree is not None else TokenTree(member.model, member.table)
+        self.lane = self.tree.new_lane()
+        self.tree.register(lambda: [h.node for h in self.hyps])
         self._prompt_probs = np.ones(0)
         # Known text ahead (``_upcoming``): the bytes ``begin`` is reading, then the scored
         # text (teacher forcing: a cursor shared with the row).
@@ -112,7 +125,7 @@ class ExactMember:
     @property
     def forwards(self) -> int:
         """Forward calls so far (one per byte at most, however many children it runs)."""
-        return self.tree.forwards if self.tree is not None else 0
+        return self.tree.forwards
 
     def begin(self, prompt: bytes, with_bos: bool, score: bool = False) -> None:
         """Start from the member's start of text and read the prompt byte by byte (its own
@@ -159,9 +172,7 @@ class ExactMember:
             self.dropped = float(np.logaddexp.reduce([self.dropped, *log_masses]))
 
     def _root(self, ids: list[int]) -> None:
-        self.tree = TokenTree(self.member.model, self.member.table)
-        self.tree.register(lambda: [h.node for h in self.hyps])
-        self.hyps = [Hypothesis(self.tree.chain(None, ids), 0.0, b"")]
+        self.hyps = [Hypothesis(self.tree.chain(None, ids, lane=self.lane), 0.0, b"")]
         self.protected = self.best = self.hyps[0]
         self.children = None
         self.kept, self.dropped, self._lost = 0.0, -math.inf, False
@@ -216,7 +227,9 @@ class ExactMember:
             return
         queries: list[tuple[Node | int, int]] = list(new)
         self._run_ahead(queries)
-        nodes = self.tree.run(queries, views=True)
+        # Run with the other rows' (``prepare``); the nodes run ahead get their views when
+        # a later byte needs them (most are never needed).
+        nodes = self.tree.request_many(queries, lane=self.lane, views=len(new))
         for (parent, t), node in zip(queries, nodes, strict=True):
             (parent if isinstance(parent, Node) else nodes[parent]).children.setdefault(t, node)
 
@@ -267,9 +280,9 @@ class ExactMember:
         """Context policy: when a hypothesis and its child would exceed the member's window,
         every hypothesis keeps the member's start ids and its most recent tokens, cut at one
         point of the tokens all of them share so that the cut sequences still share their
-        prefix; the longest then fills 3/4 of the window. They run again in a fresh cache, in
-        one call (warned once per member). Their probabilities are kept: later bytes are
-        conditioned on the shorter context, as in the paper mode."""
+        prefix; the longest then fills 3/4 of the window. They run again from a new root in the
+        row's lane, in one call (warned once per member). Their probabilities are kept: later
+        bytes are conditioned on the shorter context, as in the paper mode."""
         window = self.member.window
         if window is None or max(len(h.node) for h in self.hyps) + 1 <= window:
             return
@@ -292,9 +305,7 @@ class ExactMember:
                     queries.append((parent, ids[depth]))
                 parent = index[key]
             ends.append(parent)
-        self.tree = TokenTree(self.member.model, self.member.table)
-        self.tree.register(lambda: [h.node for h in self.hyps])
-        nodes = self.tree.run(queries, keep_logits=sorted(set(ends)), views=True)
+        nodes = self.tree.run(queries, keep_logits=sorted(set(ends)), views=True, lane=self.lane)
         for h, end in zip(self.hyps, ends, strict=True):
             h.node = nodes[end]
 
@@ -307,6 +318,7 @@ class ExactMember:
         """Every hypothesis and child with its outcome masses (bytes, end of text), each
         scaled by its probability relative to the heaviest one."""
         everyone = self.hyps + self._expand()
+        self.tree.flush()  # the children's call, unless the batch ran it (``prepare``)
         gather([(h.view, h.pending) for h in everyone])  # all their masses at once
         top = max(h.logp for h in everyone)
         rows = []
@@ -314,6 +326,17 @@ class ExactMember:
             m = h.view.masses(h.pending)[:EPS] / h.view.text_total
             rows.append(m * math.exp(h.logp - top))
         return everyone, rows
+
+    def prepare(self) -> None:
+        """Queue the call of the children the next byte needs (a batch's rows then run theirs
+        together, ``engine.run_queued``)."""
+        if self.hyps:
+            self._expand()
+
+    def wanted(self) -> list:
+        """The ``(view, pending)`` pairs of the hypotheses and of the children that have run."""
+        ready = [c for c in self.children or [] if c.node._path is not None]
+        return [(h.view, h.pending) for h in self.hyps + ready]
 
     def distribution(self) -> np.ndarray | None:
         """The member's distribution over the next byte and end of text (257 entries)."""
@@ -395,15 +418,19 @@ def _key(parent: Node | int) -> tuple:
 
 class ExactSequenceState(engine.Row):
     """The ensemble of exact members for one sequence: members advance independently (each
-    commits at its own token ends, running its calls at once) and their byte distributions
-    are combined; there is no ε to resolve. The same row protocol (``engine.Row``) as the
-    paper mode's ``state.SequenceState``, without sharing its code."""
-
-    decide = "exact"  # exact members run their calls at once: no trees, nothing queued
+    at its own token ends) and their byte distributions are combined; there is no ε to
+    resolve, so ``resolve`` queues the children's calls, which the rows of a batch run
+    together (one lane each in the members' shared ``trees``). The same row protocol
+    (``engine.Row``) as the paper mode's ``state.SequenceState``, without sharing its code.
+    The prompt is read by each row on its own (``begin``), running ahead along it."""
 
     def __init__(self, members: list[Member], weighting: Weighting | list[float], rule: str,
-                 max_hypotheses: int | None, prune_below: float = 0.0):
-        self.members = [ExactMember(m, max_hypotheses, prune_below) for m in members]
+                 max_hypotheses: int | None, prune_below: float = 0.0,
+                 trees: list[TokenTree] | None = None):
+        trees = trees if trees is not None else [None] * len(members)
+        self.members = [ExactMember(m, max_hypotheses, prune_below, tree)
+                        for m, tree in zip(members, trees, strict=True)]
+        self.trees = [m.tree for m in self.members]
         self.row_weights = RowWeights(as_weighting(weighting))
         self.rule = rule
         self.finished = False
@@ -441,11 +468,17 @@ class ExactSequenceState(engine.Row):
             self.cursor.pos += 1
 
     def resolve(self) -> None:
-        """No token-end decision; a prompt just read moves the weights."""
+        """No token-end decision: a prompt just read moves the weights, and every member
+        queues the children the next byte needs."""
         if self._prompt_bytes is not None:
             self.row_weights.read_prompt([m.prompt_probs(self._prompt_bytes)
                                           for m in self.members])
             self._prompt_bytes = None
+        for m in self.members:
+            m.prepare()
+
+    def wanted(self) -> list:
+        return [pair for m in self.members for pair in m.wanted()]
 
     def distribution(self) -> np.ndarray:
         dists = [m.distribution() for m in self.members]

@@ -337,11 +337,12 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
                          self.config.switch_rate)
 
     def _new_row(self, state: EnsembleCache) -> SequenceState | ExactSequenceState:
-        if self.config.marginalization == "exact":
-            return ExactSequenceState(self.members, self.weighting, self.config.combine,
-                                      self.config.max_hypotheses, self.config.pruning_floor)
         if state.trees is None:  # one token tree per member, shared by the rows
             state.trees = [TokenTree(m.model, m.table) for m in self.members]
+        if self.config.marginalization == "exact":
+            return ExactSequenceState(self.members, self.weighting, self.config.combine,
+                                      self.config.max_hypotheses, self.config.pruning_floor,
+                                      trees=state.trees)
         return SequenceState(self.members, self.weighting, self.config.combine,
                              state.decide, trees=state.trees)
 
@@ -349,7 +350,8 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         """First call: build one row per sequence and return its distributions. Generation
         starts the rows side by side (``engine.start``: one call per member for all
         prompts); teacher forcing reads each row's text (``_score``)."""
-        state.rows, out, begins = [], [], []
+        state.rows, out, begins, scored = [], [], [], []
+        exact = self.config.marginalization == "exact"
         for b, seq in enumerate(ids):
             keep = [i for i, _ in enumerate(seq) if mask is None or mask[b][i]]
             first = keep[0] if keep else len(seq)
@@ -364,6 +366,9 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             with_bos = body[0] == BOS_ID
             text = body[1:] if with_bos else body
             chat = with_bos and any(i in CHAT_IDS for i in text)
+            if state.decide == "marginal" and exact:
+                scored.append((b, text, with_bos, chat))  # read side by side, below
+                continue
             if state.decide == "marginal":
                 out[b] += self._score(row, text, with_bos, chat)
                 continue
@@ -379,7 +384,33 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         if begins:
             for acc, dist in zip(out, engine.start(state.rows, begins), strict=True):
                 acc[-1] = dist
+        if scored:
+            self._score_together([state.rows[b] for b, *_ in scored], scored, out)
         return out
+
+    def _score_together(self, rows: list, scored: list, out: list) -> None:
+        """Teacher forcing, exact mode: the rows read their texts side by side (each member
+        runs all rows' children in one call per byte), each from its first id (``<s>``, or
+        the first byte) or from the chat before the last ``<|content|>``, as in ``_score``."""
+        begins, tails = [], []
+        for row, (b, text, with_bos, chat) in zip(rows, scored, strict=True):
+            if chat:
+                cut = len(text) - text[::-1].index(CONTENT_ID)
+                head, tail = text[:cut], text[cut:]
+                prompts = self._chat_prompts(head)
+                begins.append(lambda r, p=prompts: r.begin_from_ids(p))
+                out[b] += [None] * len(head)  # <s> and the markup: no rows
+            else:
+                head = [] if with_bos else text[:1]
+                tail = text[len(head):]
+                begins.append(lambda r, h=bytes(head), w=with_bos: r.begin(h, w))
+            _check_text_ids(text if not chat else tail)
+            row.read_ahead(_leading_text(tail))
+            tails.append(tail)
+        firsts = engine.start(rows, begins)
+        for (b, *_), first, dists in zip(scored, firsts, _step_together(rows, tails),
+                                         strict=True):
+            out[b] += [first, *dists]
 
     def _chat_prompts(self, ids: list[int]) -> list[list[int]]:
         """Chat markup: each member's own rendering of the messages (its chat template)."""
@@ -409,20 +440,29 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         if state.decide == "marginal":
             for row, seq in zip(state.rows, ids, strict=True):
                 row.read_ahead(_leading_text(seq))
-            return [self._step_all(row, seq) for row, seq in zip(state.rows, ids, strict=True)]
-        out: list[list[np.ndarray | None]] = [[] for _ in ids]
-        for j in range(len(ids[0]) if ids else 0):
-            live = [b for b, (row, seq) in enumerate(zip(state.rows, ids, strict=True))
-                    if _reads(row, seq[j])]
-            dists = engine.step([state.rows[b] for b in live], [ids[b][j] for b in live])
-            by_row = dict(zip(live, dists, strict=True))
-            for b, acc in enumerate(out):
-                acc.append(by_row.get(b))
-        return out
+            if self.config.marginalization != "exact":
+                return [self._step_all(row, seq)
+                        for row, seq in zip(state.rows, ids, strict=True)]
+        return _step_together(state.rows, ids)
 
     def _step_all(self, row, seq: list[int]) -> list[np.ndarray | None]:
         """Teacher forcing: one row through its bytes (None after its end of text)."""
         return [row.step(byte) if _reads(row, byte) else None for byte in seq]
+
+
+def _step_together(rows: list, seqs: list[list[int]]) -> list[list[np.ndarray | None]]:
+    """The rows step through their ids side by side (``engine.step``: each member runs all
+    rows' calls together); per row, the distribution after each id (None after its end)."""
+    out: list[list[np.ndarray | None]] = [[] for _ in seqs]
+    for j in range(max(map(len, seqs), default=0)):
+        live = [b for b, (row, seq) in enumerate(zip(rows, seqs, strict=True))
+                if j < len(seq) and _reads(row, seq[j])]
+        dists = engine.step([rows[b] for b in live], [seqs[b][j] for b in live]) if live else []
+        by_row = dict(zip(live, dists, strict=True))
+        for b, acc in enumerate(out):
+            if j < len(seqs[b]):
+                acc.append(by_row.get(b))
+    return out
 
 
 def _reads(row, byte: int) -> bool:

@@ -530,7 +530,7 @@ class EnsembleCache:
         return self.seen
 
     def forward_calls(self) -> list[list[int]]:
-        """Forward calls so far, per row and member (with the paper mode's shared trees, a
+        """Forward calls so far, per row and member (the rows of a batch share trees, so a
         batch's rows report the calls they made together)."""
         return [[m.tree.forwards for m in row.members] for row in self.rows or []]
 

@@ -112,7 +112,7 @@ class TokenTree:
         self._kept = 0  # slots per lane in use after the last collection
         self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._owners: list[Callable[[], Iterable[Node | None]]] = []
-        self._queue: list[tuple[Node, Node | None, list[int], bool, int]] = []
+        self._queue: list[_Request] = []
 
     def new_lane(self) -> int:
         """A lane for one more sequence of text (its own batch row of the cache)."""
@@ -151,9 +151,23 @@ class TokenTree:
         (``flush``), in ``parent``'s lane (or ``lane`` for a new text). ``score``: also keep
         the log-probability of each id after the first (``Node.scores``)."""
         lane = parent.lane if parent is not None else lane
+        queries = [(parent if i == 0 else i - 1, t) for i, t in enumerate(ids)]
         node = Node(None, table=self.table, tree=self, lane=lane)
-        self._queue.append((node, parent, list(ids), score, lane))
+        self._queue.append(_Request(queries, [None] * (len(ids) - 1) + [node], lane, score, 1))
         return node
+
+    def request_many(self, queries: list[tuple[Parent, int]], lane: int = 0,
+                     views: int | None = None) -> list[Node]:
+        """One node per ``(parent, token)`` query, as ``run`` makes them (an integer parent
+        names an earlier query of this list; ``None`` starts a text in ``lane``), run later
+        together with every other queued request (``flush``). The first ``views`` of them
+        (default all) get their byte views in the call's batch, the others when first asked
+        for (from the logits they keep)."""
+        lane = next((p.lane for p, _ in queries if isinstance(p, Node)), lane)
+        nodes = [Node(None, table=self.table, tree=self, lane=lane) for _ in queries]
+        self._queue.append(_Request(list(queries), nodes, lane, False,
+                                    len(queries) if views is None else views))
+        return nodes
 
     def flush(self) -> None:
         """Run every queued request in one forward call."""
@@ -162,22 +176,26 @@ class TokenTree:
         queue, self._queue = self._queue, []
         queries: list[tuple[Parent, int]] = []
         lanes: list[int] = []
-        ends, keep = [], []
-        for _, parent, ids, score, lane in queue:
-            first = len(queries)
-            for i, t in enumerate(ids):
-                queries.append((parent if i == 0 else len(queries) - 1, t))
-                lanes.append(lane)
-            ends.append(len(queries) - 1)
-            keep += list(range(first, len(queries) - 1)) if score else []
-        nodes = self._call(queries, lanes, ends + keep, views=ends)
-        for (node, _, ids, score, _), end in zip(queue, ends, strict=True):
-            done = nodes[end]
-            node.path, node.logits, node._view = done.path, done.logits, done._view
-            node._tree = None
-            if score:  # each id's log-probability after the ids before it
-                before = range(end - len(ids) + 1, end)
-                rows = [nodes[q].logits for q in before]
+        views, keep = [], []
+        for request in queue:
+            request.base = base = len(queries)
+            for parent, t in request.queries:
+                queries.append((base + parent if isinstance(parent, int) else parent, t))
+                lanes.append(request.lane)
+            wanted = [base + i for i, node in enumerate(request.nodes) if node is not None]
+            views += wanted[:request.views]
+            keep += wanted[request.views:]
+            keep += list(range(base, len(queries) - 1)) if request.score else []
+        nodes = self._call(queries, lanes, views + keep, views=views)
+        for request in queue:
+            for i, node in enumerate(request.nodes):
+                if node is not None:
+                    done = nodes[request.base + i]
+                    node.path, node.logits, node._view = done.path, done.logits, done._view
+                    node._tree = None
+            if request.score:  # each id's log-probability after the ids before it
+                node, ids = request.nodes[-1], [t for _, t in request.queries]
+                rows = [nodes[q].logits for q in range(request.base, request.base + len(ids) - 1)]
                 node.scores = (torch.log_softmax(torch.stack(rows).double(), -1).gather(
                     -1, torch.tensor(ids[1:], device=rows[0].device)[:, None])[:, 0].cpu()
                     if rows else torch.zeros(0, dtype=torch.float64))
@@ -304,6 +322,17 @@ class TokenTree:
         self.tokens = tokens
         for node in nodes:
             node.path = torch.from_numpy(remap[node.lane, node.path.numpy()])
+
+
+class _Request:
+    """Queued queries of one lane (``TokenTree.request``, ``request_many``): the nodes to
+    fill when they have run (None where no node was asked for), and whether to score them."""
+
+    __slots__ = ("queries", "nodes", "lane", "score", "views", "base")
+
+    def __init__(self, queries: list, nodes: list, lane: int, score: bool, views: int):
+        self.queries, self.nodes, self.lane, self.score = queries, nodes, lane, score
+        self.views, self.base = views, 0  # the first `views` wanted nodes get views at once
 
 
 def _take(states: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
