@@ -207,6 +207,16 @@ class ByteView:
             return ids, torch.from_numpy(self.bank.host_probs[self.row, ids.numpy()])
         return ids, self.probs[ids.to(self.probs.device)].cpu()
 
+    def likeliest_extension(self, prefix: bytes) -> int | None:
+        """The likeliest id whose bytes start with ``prefix`` and are longer (None if none)."""
+        b = self.table.bounds(prefix)
+        ids = self.table.sorted_ids[int(b[1]):int(b[-1])]
+        if not len(ids):
+            return None
+        if self.bank.host_probs is not None:
+            return int(ids[int(np.argmax(self.bank.host_probs[self.row, ids.numpy()]))])
+        return int(ids[int(self.probs[ids.to(self.probs.device)].argmax())])
+
     def _precise(self, bounds: np.ndarray) -> np.ndarray:
         """The cumulative sums at ``bounds`` (a prefix's boundaries) re-summed over the
         prefix's own range only: a difference of the global sum has ~1e-16 absolute error, too

@@ -28,8 +28,8 @@ from .byte_view import gather
 
 class Row:
     """The protocol a row implements (``begin``, ``begin_from_ids``, ``advance``, ``resolve``,
-    ``distribution``, ``trees``), with the loop run for one row alone: ``start``,
-    ``start_from_ids`` and ``step`` (teacher forcing, tests)."""
+    ``distribution``, ``trees``), with the loop run for one row alone: ``start`` and ``step``
+    (tests, and a row used on its own)."""
 
     trees: list = []  # token trees whose queued calls run between phases
 
@@ -41,10 +41,6 @@ class Row:
     def start(self, prompt: bytes, with_bos: bool) -> np.ndarray:
         """The members take the prompt; the distribution of the first new byte."""
         return start([self], [lambda row: row.begin(prompt, with_bos)])[0]
-
-    def start_from_ids(self, member_ids: list[list[int]]) -> np.ndarray:
-        """Every member starts after its own prompt ids (e.g. its chat template's rendering)."""
-        return start([self], [lambda row: row.begin_from_ids(member_ids)])[0]
 
     def step(self, byte: int) -> np.ndarray:
         """Advance by ``byte``; the distribution (bytes + end of text) of the next byte."""

@@ -72,7 +72,8 @@ from .token_tree import Node, TokenTree
 from .weighting import RowWeights, Weighting
 
 UNBOUNDED_LIMIT = 4096  # children one byte may need before the unbounded mode gives up
-RUN_AHEAD_BYTES = 32  # how far along known text (a prompt, a scored text) a call runs ahead
+RUN_AHEAD_BYTES = 32  # how far along known text (a prompt, a scored text) a call runs ahead;
+# 0 turns running ahead off (known text and generation's guess alike)
 
 
 @dataclass
@@ -241,23 +242,33 @@ class ExactMember:
         return text[:RUN_AHEAD_BYTES]
 
     def _run_ahead(self, queries: list[tuple[Node | int, int]]) -> None:
-        """On known text, append to ``queries`` the children that later bytes will likely
-        need, from the heaviest hypothesis on: the member's own tokenization of its pending
-        bytes and the text ahead; inside each of those tokens, every shorter token a
-        hypothesis can end at; and each token's bytes one per token (the protected lineage).
-        Nothing when that tokenization was run ahead already. Later bytes whose children are
-        among them cost no call; the numbers are the same."""
+        """Append to ``queries`` the children that later bytes will likely need, from the
+        heaviest hypothesis on, along a guess of the tokens ahead: on known text, the member's
+        own tokenization of its pending bytes and the text ahead; in generation, the member's
+        likeliest token that continues its pending bytes. Inside each guessed token, every
+        shorter token a hypothesis can end at, and the token's bytes one per token (the
+        protected lineage). Nothing when the guess was run ahead already. Later bytes whose
+        children are among them cost no call; the numbers are the same."""
         best, member = self.best, self.member
+        if RUN_AHEAD_BYTES <= 0:
+            return
         text = split_utf8(best.pending + self._upcoming())[0].encode("utf-8")  # whole characters
-        if len(text) <= len(best.pending) or (member.window is not None and
-                                              len(best.node) + 2 + len(text) > member.window):
-            return  # nothing known ahead, or the run would pass the member's window
-        guess = member.token_bytes.encode(text)
+        if len(text) > len(best.pending):
+            guess = member.token_bytes.encode(text)
+        else:  # nothing known ahead: the member's own likeliest continuation
+            likeliest = best.view.likeliest_extension(best.pending)
+            guess = [likeliest] if likeliest is not None else []
         if not guess or guess[0] in best.node.children:
             return  # run ahead already
+        pieces = member.token_bytes.pieces
+        depth = sum(len(pieces[t] or b"") for t in guess)
+        if member.window is not None and len(best.node) + 2 + depth > member.window:
+            return  # the run would pass the member's window
         seen = {(_key(parent), t): q for q, (parent, t) in enumerate(queries)}
 
-        def add(parent: Node | int, token: int) -> int:
+        def add(parent: Node | int, token: int) -> Node | int:
+            if isinstance(parent, Node) and token in parent.children:
+                return parent.children[token]  # run before: go on from it
             key = (_key(parent), token)
             if key not in seen:
                 seen[key] = len(queries)
@@ -269,7 +280,7 @@ class ExactMember:
             for early in member.prefix_ids(t):  # hypotheses that end inside `t`
                 add(parent, early)
             chain = parent
-            for byte in member.token_bytes.pieces[t] or b"":  # `t`'s bytes, one per token
+            for byte in pieces[t] or b"":  # `t`'s bytes, one per token
                 byte_id = member.byte_id(byte)
                 if byte_id is None:
                     break

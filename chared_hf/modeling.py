@@ -40,11 +40,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from . import engine
 from .byte_view import EOT
 from .chat import member_chat_ids
-from .configuration import (
-    DEFAULT_MAX_HYPOTHESES,
-    CharEDConfig,
-    check_weights,
-)
+from .configuration import DEFAULT_MAX_HYPOTHESES, CharEDConfig, check_weights
 from .exact import ExactSequenceState
 from .loading import AUTO_MAP, HUB_OPTIONS, load_member, write_remote_code
 from .state import EnsembleCache, Member, SequenceState
@@ -349,9 +345,8 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
     def _start(self, state: EnsembleCache, ids, mask) -> list[list[np.ndarray | None]]:
         """First call: build one row per sequence and return its distributions. Generation
         starts the rows side by side (``engine.start``: one call per member for all
-        prompts); teacher forcing reads each row's text (``_score``)."""
+        prompts); teacher forcing reads the rows' texts side by side too (``_score``)."""
         state.rows, out, begins, scored = [], [], [], []
-        exact = self.config.marginalization == "exact"
         for b, seq in enumerate(ids):
             keep = [i for i, _ in enumerate(seq) if mask is None or mask[b][i]]
             first = keep[0] if keep else len(seq)
@@ -366,11 +361,8 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             with_bos = body[0] == BOS_ID
             text = body[1:] if with_bos else body
             chat = with_bos and any(i in CHAT_IDS for i in text)
-            if state.decide == "marginal" and exact:
-                scored.append((b, text, with_bos, chat))  # read side by side, below
-                continue
             if state.decide == "marginal":
-                out[b] += self._score(row, text, with_bos, chat)
+                scored.append((b, text, with_bos, chat))  # read side by side, below
                 continue
             if chat:
                 prompts = self._chat_prompts(text)
@@ -385,13 +377,13 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             for acc, dist in zip(out, engine.start(state.rows, begins), strict=True):
                 acc[-1] = dist
         if scored:
-            self._score_together([state.rows[b] for b, *_ in scored], scored, out)
+            self._score([state.rows[b] for b, *_ in scored], scored, out)
         return out
 
-    def _score_together(self, rows: list, scored: list, out: list) -> None:
-        """Teacher forcing, exact mode: the rows read their texts side by side (each member
-        runs all rows' children in one call per byte), each from its first id (``<s>``, or
-        the first byte) or from the chat before the last ``<|content|>``, as in ``_score``."""
+    def _score(self, rows: list, scored: list, out: list) -> None:
+        """Teacher forcing: the rows read their texts side by side, each from its first id
+        (``<s>``, or the first byte) or from the chat before the last ``<|content|>``, running
+        ahead along the text; each member runs the calls the rows queue together."""
         begins, tails = [], []
         for row, (b, text, with_bos, chat) in zip(rows, scored, strict=True):
             if chat:
@@ -417,37 +409,14 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         messages, open_last = parse_chat(ids)
         return [member_chat_ids(m, messages, open_last) for m in self.members]
 
-    def _score(self, row, text: list[int], with_bos: bool, chat: bool) -> list:
-        """Teacher forcing: start from the first id (``<s>``, or the first byte), or from the
-        chat before the last ``<|content|>``, and step through every later byte."""
-        if chat:
-            cut = len(text) - text[::-1].index(CONTENT_ID)
-            head, tail = text[:cut], text[cut:]
-            _check_text_ids(tail)
-            row.read_ahead(_leading_text(tail))
-            dists = [None] * len(head)  # <s> and the markup: no rows
-            return [*dists, row.start_from_ids(self._chat_prompts(head)),
-                    *self._step_all(row, tail)]
-        _check_text_ids(text)
-        head = [] if with_bos else text[:1]
-        row.read_ahead(_leading_text(text[len(head):]))
-        return [row.start(bytes(head), with_bos), *self._step_all(row, text[len(head):])]
-
     def _continue(self, state: EnsembleCache, ids: list[list[int]]):
-        """Later calls: teacher forcing steps each row through its ids (running ahead along
-        them); generation steps the rows side by side (``engine.step``), so that each member
-        runs the calls of all rows together."""
+        """Later calls: the rows step through their ids side by side (``engine.step``), so
+        that each member runs the calls of all rows together; teacher forcing first tells
+        them the ids, to run ahead along."""
         if state.decide == "marginal":
             for row, seq in zip(state.rows, ids, strict=True):
                 row.read_ahead(_leading_text(seq))
-            if self.config.marginalization != "exact":
-                return [self._step_all(row, seq)
-                        for row, seq in zip(state.rows, ids, strict=True)]
         return _step_together(state.rows, ids)
-
-    def _step_all(self, row, seq: list[int]) -> list[np.ndarray | None]:
-        """Teacher forcing: one row through its bytes (None after its end of text)."""
-        return [row.step(byte) if _reads(row, byte) else None for byte in seq]
 
 
 def _step_together(rows: list, seqs: list[list[int]]) -> list[list[np.ndarray | None]]:
