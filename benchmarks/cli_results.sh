@@ -30,7 +30,7 @@ run() {  # run NAME ARGS...: chared ARGS --json --output OUT/NAME.jsonl > OUT/NA
 run fit fit-weights "$T/dev.txt" --heldout "$T/heldout.txt" --max-hypotheses 4
 read -r -a W < <(python -c "import json; print(*json.load(open('$OUT/fit.json'))['weights'])")
 for text in story humaneval gsm8k; do
-  run "score-$text" score "$T/$text-heldout.txt" --weights "${W[@]}"
+  run "score-$text" score "$T/$text-heldout.txt" --weights "${W[@]}" --marginalization chared
   run "score-$text-exact" score "$T/$text-heldout.txt" --weights "${W[@]}" \
     --marginalization exact --max-hypotheses 4
 done

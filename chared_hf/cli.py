@@ -177,8 +177,9 @@ def _member_options() -> argparse.ArgumentParser:
                        "without --member)")
     group.add_argument("--switch-rate", type=_rate, metavar="A",
                        help=f"switching: the rate in [0, 1] (default {DEFAULT_SWITCH_RATE})")
-    group.add_argument("--marginalization", default="chared", choices=["chared", "exact"],
-                       help="chared: the paper's decoding; exact: all tokenizations")
+    group.add_argument("--marginalization", choices=["chared", "exact"],
+                       help="chared: the paper's decoding; exact: all tokenizations (default "
+                            "exact for score, whose figures it keeps finite; chared otherwise)")
     group.add_argument("--max-hypotheses", type=_hypotheses, default=8, metavar="K",
                        help="exact mode: hypotheses kept per member, or 'none' (default 8)")
     group.add_argument("--prune-below", type=_fraction, default=None, metavar="THETA",
@@ -570,6 +571,8 @@ def _solve(args, system, problem: dict) -> tuple[bool, str, str]:
 # -- entry point -----------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.marginalization is None:  # score: the mode that gives every spellable byte mass
+        args.marginalization = "exact" if args.command == "score" else "chared"
     prog = f"chared {args.command}"
     report = None
     hf_logging.disable_progress_bar()  # no "Loading weights" bars: the command's own output

@@ -244,20 +244,24 @@ class ExactMember:
     def _run_ahead(self, queries: list[tuple[Node | int, int]]) -> None:
         """Append to ``queries`` the children that later bytes will likely need, from the
         heaviest hypothesis on, along a guess of the tokens ahead: on known text, the member's
-        own tokenization of its pending bytes and the text ahead; in generation, the member's
-        likeliest token that continues its pending bytes. Inside each guessed token, every
-        shorter token a hypothesis can end at, and the token's bytes one per token (the
-        protected lineage). Nothing when the guess was run ahead already. Later bytes whose
-        children are among them cost no call; the numbers are the same."""
+        own tokenization of its pending bytes and the text ahead; in generation of one row,
+        the member's likeliest token that continues its pending bytes (in a batch the rows
+        share their calls already, so a guess would only add tokens: ``benchmarks/README.md``).
+        Inside each guessed token, every shorter token a hypothesis can end at, and the
+        token's bytes one per token (the protected lineage). Nothing when the guess was run
+        ahead already. Later bytes whose children are among them cost no call; the numbers
+        are the same."""
         best, member = self.best, self.member
         if RUN_AHEAD_BYTES <= 0:
             return
         text = split_utf8(best.pending + self._upcoming())[0].encode("utf-8")  # whole characters
         if len(text) > len(best.pending):
             guess = member.token_bytes.encode(text)
-        else:  # nothing known ahead: the member's own likeliest continuation
+        elif self.tree.lanes == 1:  # nothing known ahead: the likeliest continuation
             likeliest = best.view.likeliest_extension(best.pending)
             guess = [likeliest] if likeliest is not None else []
+        else:  # a batch's rows share their calls already; a guess would only add tokens
+            return
         if not guess or guess[0] in best.node.children:
             return  # run ahead already
         pieces = member.token_bytes.pieces

@@ -87,9 +87,10 @@ def test_score_reports_members_own_figures_and_the_ensemble(folders, tmp_path, c
     for name, (model, tok) in zip(("a", "b"), pairs, strict=True):
         want = bits_per_byte(sum(own_logprob(model, tok, p) for p in pieces), n)
         assert rows[name]["bits_per_byte"] == pytest.approx(want, rel=1e-6)
-    ens = CharEDModel.from_members(pairs, weights=[1, 3])
+    ens = CharEDModel.from_members(pairs, weights=[1, 3], marginalization="exact")  # default
     want = bits_per_byte(sum(float(byte_logprobs(ens, p).sum()) for p in pieces), n)
     assert rows["ensemble"]["bits_per_byte"] == pytest.approx(want, rel=1e-6)
+    assert rows["ensemble"]["mode"] == "exact K=8 mixture"
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert sum(1 for r in lines if r.get("system") == "ensemble" and "piece" in r) == 3
     assert lines[-1]["summary"] == result["results"]
@@ -321,12 +322,13 @@ def test_score_counts_every_byte_and_reports_zero_probability_as_infinite(tmp_pa
     lossy = save_tiny_member(tmp_path / "lossy", ["a", "b", " ", "\n", "ab"], seed=5)
     text = tmp_path / "t.txt"
     text.write_text("ab za ab\nb z\n")
-    result = _run_json(capsys, "score", "--member", str(lossy), str(text), "--json")
+    paper = ["--marginalization", "chared"]
+    result = _run_json(capsys, "score", "--member", str(lossy), str(text), "--json", *paper)
     row = next(r for r in result["results"] if r["system"] == "ensemble")
     logp = byte_logprobs(CharEDModel.from_members([_loaded(str(lossy))]), "ab za ab\nb z\n")
     assert int(np.isneginf(logp).sum()) == row["zero_probability_bytes"] >= 2
     assert row["bits_per_byte"] == float("inf")
-    assert main(["score", "--member", str(lossy), str(text)]) == 0
+    assert main(["score", "--member", str(lossy), str(text), *paper]) == 0
     captured = capsys.readouterr()
     assert "inf" in captured.out
     assert "ensemble (chared mixture) gives" in captured.err and "infinite" in captured.err
@@ -340,7 +342,7 @@ def test_weighting_flags_reach_the_ensemble(folders, tmp_path, capsys):
     result = _run_json(capsys, "score", *_members(folders), str(text), "--json",
                        "--weighting", "switching", "--switch-rate", "0.1")
     ens = CharEDModel.from_members([_loaded(f) for f in folders], weighting="switching",
-                                   switch_rate=0.1)
+                                   switch_rate=0.1, marginalization="exact")
     pieces = split_text(TEXT, 2000)
     want = bits_per_byte(sum(float(byte_logprobs(ens, p).sum()) for p in pieces),
                          len(TEXT.encode()))
