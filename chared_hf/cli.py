@@ -4,7 +4,7 @@ Subcommands (``chared <command> --help`` for each):
 
   * ``generate PROMPT``: stream the ensemble's continuation of a prompt.
   * ``score FILE``: bits per byte of a UTF-8 text for each member (its own token-level figure)
-    and for the ensemble.
+    and for the ensemble (in the exact mode unless ``--marginalization chared``).
   * ``fit-weights DEV_FILE [--heldout FILE]``: mixture weights by EM over exact byte-level
     members, with the development and held-out figures.
   * ``eval humaneval|gsm8k``: pass@1 or accuracy for each member alone and for the ensemble.
