@@ -7,7 +7,9 @@ paper's decoding; ``exact.ExactSequenceState``, exact byte-level members):
   * ``advance(byte)``: every member (and the row's weights) reads the chosen byte;
   * ``resolve()``: the paper's ε, whether the members' current tokens end here;
   * ``distribution()``: the next byte's distribution (256 bytes + end of text);
-  * ``trees``: the members' token trees, whose queued forward calls run between phases.
+  * ``trees``: the members' token trees, whose queued forward calls run between phases;
+  * ``read_ahead(text)`` (teacher forcing, shared by both modes): the text the members will
+    read next, shared with them through a ``TextCursor`` so that their calls run ahead.
 
 A phase only *queues* member calls; ``run_queued`` then runs each member's queued calls for
 every row in one forward call. So a batch of rows costs each member one call per phase, and a
@@ -26,12 +28,32 @@ import numpy as np
 from .byte_view import gather
 
 
+class TextCursor:
+    """Teacher forcing: the text the members will read, and how much of it they have read."""
+
+    def __init__(self, text: bytes = b""):
+        self.text, self.pos = text, 0
+
+    def ahead(self, n: int) -> bytes:
+        return self.text[self.pos:self.pos + n]
+
+
 class Row:
     """The protocol a row implements (``begin``, ``begin_from_ids``, ``advance``, ``resolve``,
-    ``distribution``, ``trees``), with the loop run for one row alone: ``start`` and ``step``
-    (tests, and a row used on its own)."""
+    ``distribution``, ``trees``, ``members``), with the loop run for one row alone: ``start``
+    and ``step`` (tests, and a row used on its own)."""
 
     trees: list = []  # token trees whose queued calls run between phases
+    cursor: TextCursor | None = None  # teacher forcing: the text ahead (``read_ahead``)
+
+    def read_ahead(self, text: bytes) -> None:
+        """Teacher forcing: the members will read ``text`` next (after what they were told
+        before), so their forward calls run ahead along it; ``advance`` moves the cursor."""
+        if self.cursor is None:
+            self.cursor = TextCursor()
+            for m in self.members:
+                m.cursor = self.cursor
+        self.cursor.text += text
 
     def wanted(self) -> list:
         """The ``(ByteView, pending bytes)`` pairs the next phase reads, so that ``engine``

@@ -66,7 +66,8 @@ import numpy as np
 from . import engine
 from .byte_view import EPS, ByteView, gather
 from .combine import combine
-from .state import Member, TextCursor, as_weighting
+from .engine import TextCursor
+from .state import Member, as_weighting
 from .token_bytes import split_utf8
 from .token_tree import Node, TokenTree
 from .weighting import RowWeights, Weighting
@@ -223,14 +224,15 @@ class ExactMember:
         """Run, in one call, the candidate children that no earlier call ran (on known text,
         together with a run ahead of the heaviest hypothesis, ``_run_ahead``). Every node run
         becomes a child of its parent (``Node.children``), where later bytes find it."""
-        new = [(h.node, t) for _, t, h in candidates if t not in h.node.children]
-        if not new:
+        queries: list[tuple[Node | int, int]] = [
+            (h.node, t) for _, t, h in candidates if t not in h.node.children]
+        if not queries:
             return
-        queries: list[tuple[Node | int, int]] = list(new)
+        n_new = len(queries)
         self._run_ahead(queries)
         # Run with the other rows' (``prepare``); the nodes run ahead get their views when
         # a later byte needs them (most are never needed).
-        nodes = self.tree.request_many(queries, lane=self.lane, views=len(new))
+        nodes = self.tree.request_many(queries, lane=self.lane, views=n_new)
         for (parent, t), node in zip(queries, nodes, strict=True):
             (parent if isinstance(parent, Node) else nodes[parent]).children.setdefault(t, node)
 
@@ -450,7 +452,6 @@ class ExactSequenceState(engine.Row):
         self.rule = rule
         self.finished = False
         self._prompt_bytes: int | None = None
-        self.cursor: TextCursor | None = None  # teacher forcing: the text ahead
 
     @property
     def weights(self) -> np.ndarray:
@@ -465,15 +466,6 @@ class ExactSequenceState(engine.Row):
     def begin_from_ids(self, member_ids: list[list[int]]) -> None:
         for m, ids in zip(self.members, member_ids, strict=True):
             m.begin_from_ids(ids)
-
-    def read_ahead(self, text: bytes) -> None:
-        """Teacher forcing: the members will read ``text`` next, so their calls run ahead
-        along it (``ExactMember._run_ahead``)."""
-        if self.cursor is None:
-            self.cursor = TextCursor()
-            for m in self.members:
-                m.cursor = self.cursor
-        self.cursor.text += text
 
     def advance(self, byte: int) -> None:
         self.row_weights.read(byte)  # the weights first: each member's probability of `byte`
@@ -493,6 +485,7 @@ class ExactSequenceState(engine.Row):
             m.prepare()
 
     def wanted(self) -> list:
+        """Every member's hypotheses and run children with their pending bytes."""
         return [pair for m in self.members for pair in m.wanted()]
 
     def distribution(self) -> np.ndarray:

@@ -377,14 +377,15 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             for acc, dist in zip(out, engine.start(state.rows, begins), strict=True):
                 acc[-1] = dist
         if scored:
-            self._score([state.rows[b] for b, *_ in scored], scored, out)
+            self._score(state.rows, scored, out)
         return out
 
-    def _score(self, rows: list, scored: list, out: list) -> None:
-        """Teacher forcing: the rows read their texts side by side, each from its first id
-        (``<s>``, or the first byte) or from the chat before the last ``<|content|>``, running
-        ahead along the text; each member runs the calls the rows queue together."""
-        begins, tails = [], []
+    def _score(self, all_rows: list, scored: list, out: list) -> None:
+        """Teacher forcing: the rows ``scored`` names (``(row index, text, with_bos, chat)``)
+        read their texts side by side, each from its first id (``<s>``, or the first byte) or
+        from the chat before the last ``<|content|>``, running ahead along the text; each
+        member runs the calls the rows queue together. Appends to ``out``."""
+        rows, begins, tails = [all_rows[b] for b, *_ in scored], [], []
         for row, (b, text, with_bos, chat) in zip(rows, scored, strict=True):
             if chat:
                 cut = len(text) - text[::-1].index(CONTENT_ID)

@@ -42,6 +42,7 @@ import torch
 from . import engine
 from .byte_view import EPS, ByteTable, ByteView, gather
 from .combine import combine
+from .engine import TextCursor
 from .token_bytes import TokenBytes, split_utf8
 from .token_tree import Node, TokenTree
 from .weighting import RowWeights, Weighting
@@ -127,16 +128,6 @@ class Draws:
 
     def pick(self, probs: torch.Tensor) -> int:
         return int(torch.multinomial(probs.float(), 1, generator=self.generator))
-
-
-class TextCursor:
-    """Teacher forcing: the text the members will read, and how much of it they have read."""
-
-    def __init__(self, text: bytes = b""):
-        self.text, self.pos = text, 0
-
-    def ahead(self, n: int) -> bytes:
-        return self.text[self.pos:self.pos + n]
 
 
 SPECULATE_BYTES = 128  # how far ahead a member's forward call runs the text when scoring
@@ -339,7 +330,6 @@ class SequenceState(engine.Row):
         self._next: np.ndarray | None = None  # the next byte's distribution, once resolved
         self._prompt_bytes: int | None = None  # a prompt the weights have not read yet
         self._branch = None  # (snapshots, continue-masses, commit-masses) while undecided
-        self.cursor: TextCursor | None = None  # teacher forcing: the text ahead
 
     @property
     def weights(self) -> np.ndarray:
@@ -367,15 +357,6 @@ class SequenceState(engine.Row):
         a chat prompt (each member renders it differently)."""
         for m, ids in zip(self.members, member_ids, strict=True):
             m.begin_from_ids(ids)
-
-    def read_ahead(self, text: bytes) -> None:
-        """Teacher forcing: the members will read ``text`` next (after what they were told
-        before), so their forward calls run ahead along it (see ``MemberState._speculate``)."""
-        if self.cursor is None:
-            self.cursor = TextCursor()
-            for m in self.members:
-                m.cursor = self.cursor
-        self.cursor.text += text
 
     def advance(self, byte: int) -> None:
         """Every member reads ``byte`` (lone commits queued), and so do the weights."""
