@@ -4,6 +4,8 @@ What it does: drives rows that implement one small protocol (``state.SequenceSta
 paper's decoding; ``exact.ExactSequenceState``, exact byte-level members):
 
   * ``begin(prompt, with_bos)`` / ``begin_from_ids(member_ids)``: the members take the prompt;
+    a row that reads it byte by byte (the exact mode) is ``reading`` until ``prepare`` (calls
+    queued) and ``read_prompt_byte`` have taken every byte;
   * ``advance(byte)``: every member (and the row's weights) reads the chosen byte;
   * ``resolve()``: the paper's ε, whether the members' current tokens end here;
   * ``distribution()``: the next byte's distribution (256 bytes + end of text);
@@ -55,6 +57,14 @@ class Row:
                 m.cursor = self.cursor
         self.cursor.text += text
 
+    reading = False  # prompt bytes left to read one by one (the exact mode's ``begin``)
+
+    def prepare(self) -> None:
+        """Queue the calls the next prompt byte needs (while ``reading``)."""
+
+    def read_prompt_byte(self) -> None:
+        """Read the next prompt byte (while ``reading``)."""
+
     def wanted(self) -> list:
         """The ``(ByteView, pending bytes)`` pairs the next phase reads, so that ``engine``
         computes those of all rows at once (``byte_view.gather``); none by default."""
@@ -75,6 +85,12 @@ def start(rows: Sequence, begins: Sequence[Callable]) -> list[np.ndarray]:
     for row, begin in zip(rows, begins, strict=True):
         begin(row)  # 1. each member commits its prompt, tokenized its own way (queued)
     run_queued(rows)  # 2. one forward call per member, all rows' prompts together
+    while reading := [row for row in rows if row.reading]:  # exact mode: byte by byte
+        for row in reading:
+            row.prepare()  # the children the next prompt byte needs (queued)
+        run_queued(reading)  # one call per member for all rows still reading
+        for row in reading:
+            row.read_prompt_byte()
     return _decide(rows)
 
 

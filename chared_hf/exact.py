@@ -33,7 +33,7 @@ common (memory grows with distinct prefixes, not hypotheses × context). The chi
 at one byte run as one forward call: their tokens are the queries, each attending only to its
 own prefix (a tree attention mask) at its own position; the rows of a batch queue theirs
 (``prepare``) and each member runs all rows' children in that one call, each row in its own
-lane (generation and teacher-forced scoring alike; each row reads its prompt on its own).
+lane (prompts, generation and teacher-forced scoring alike).
 Slots no hypothesis uses any more are dropped now and then.
 On known text (a prompt being read, a scored text) such a call also runs ahead from the
 heaviest hypothesis along the member's own tokenization of the next ``RUN_AHEAD_BYTES``, with
@@ -115,7 +115,8 @@ class ExactMember:
         # Known text ahead (``_upcoming``): the bytes ``begin`` is reading, then the scored
         # text (teacher forcing: a cursor shared with the row).
         self.cursor: TextCursor | None = None
-        self._script, self._script_pos = b"", 0
+        self._script, self._script_pos = b"", 0  # the prompt, and the next byte to read
+        self._scored: int | None = None  # where the scored prompt starts (after the lead)
         # Certified pruning (``logprob_bounds``), natural logs of absolute probabilities: the
         # mass the hypotheses kept spell (a lower bound on the text's prefix probability), the
         # mass pruning dropped (each dropped hypothesis' mass when dropped bounds all it could
@@ -130,24 +131,42 @@ class ExactMember:
         return self.tree.forwards
 
     def begin(self, prompt: bytes, with_bos: bool, score: bool = False) -> None:
-        """Start from the member's start of text and read the prompt byte by byte (its own
-        tokenization is marginalised too); ``score`` keeps the member's probability of each
-        prompt byte (``prompt_probs``; its dummy prefix is conditioned on, not scored)."""
+        """Start from the member's start of text, with the prompt to read byte by byte (its
+        own tokenization is marginalised too): ``read_prompt_byte`` reads each, so that the
+        rows of a batch read theirs side by side (``engine.start``). ``score`` keeps the
+        member's probability of each prompt byte (``prompt_probs``; its dummy prefix is
+        conditioned on, not scored)."""
         tb = self.member.token_bytes
         if not tb.start_ids:
             raise ValueError(f"input_ids: member {self.member.name!r} has no BOS or end-of-text "
                              "token to start a text from, which the exact mode needs")
         self._root(list(tb.start_ids))
-        lead = tb.lead if with_bos else b""
         self._prompt_probs = np.ones(len(prompt))
-        self._script = lead + prompt
-        for i, byte in enumerate(self._script):
-            self._script_pos = i
-            prob = self.advance(byte)
-            if score and i >= len(lead):
-                self._prompt_probs[i - len(lead)] = prob
-        self._script, self._script_pos = b"", 0
-        self._base = (self.kept, self.dropped)
+        self._script = (tb.lead if with_bos else b"") + prompt
+        self._script_pos = 0
+        self._scored = len(self._script) - len(prompt) if score else None
+        self._finish_prompt()
+
+    @property
+    def reading(self) -> bool:
+        """Whether prompt bytes are left to read (``read_prompt_byte``)."""
+        return self._script_pos < len(self._script)
+
+    def read_prompt_byte(self) -> None:
+        """Read the next prompt byte (its children's call queued by ``prepare`` and run by
+        the batch, or run here)."""
+        i = self._script_pos
+        prob = self.advance(self._script[i])
+        if self._scored is not None and i >= self._scored:
+            self._prompt_probs[i - self._scored] = prob
+        self._script_pos += 1
+        self._finish_prompt()
+
+    def _finish_prompt(self) -> None:
+        """After the prompt's last byte: what the text is conditioned on (the bounds' base)."""
+        if not self.reading:
+            self._script, self._script_pos = b"", 0
+            self._base = (self.kept, self.dropped)
 
     def prompt_probs(self, n_bytes: int) -> np.ndarray:
         """The member's probability of each prompt byte, given the bytes before it."""
@@ -439,7 +458,8 @@ class ExactSequenceState(engine.Row):
     resolve, so ``resolve`` queues the children's calls, which the rows of a batch run
     together (one lane each in the members' shared ``trees``). The same row protocol
     (``engine.Row``) as the paper mode's ``state.SequenceState``, without sharing its code.
-    The prompt is read by each row on its own (``begin``), running ahead along it."""
+    The rows read their prompts side by side too (``reading``, ``prepare``,
+    ``read_prompt_byte``), running ahead along them."""
 
     def __init__(self, members: list[Member], weighting: Weighting | list[float], rule: str,
                  max_hypotheses: int | None, prune_below: float = 0.0,
@@ -466,6 +486,24 @@ class ExactSequenceState(engine.Row):
     def begin_from_ids(self, member_ids: list[list[int]]) -> None:
         for m, ids in zip(self.members, member_ids, strict=True):
             m.begin_from_ids(ids)
+
+    @property
+    def reading(self) -> bool:
+        """Whether a member has prompt bytes left to read."""
+        return any(m.reading for m in self.members)
+
+    def prepare(self) -> None:
+        """Queue the children the members' next prompt bytes need."""
+        for m in self.members:
+            if m.reading:
+                m.prepare()
+
+    def read_prompt_byte(self) -> None:
+        """Every member still reading the prompt reads its next byte (the members' scripts
+        differ by their dummy prefixes)."""
+        for m in self.members:
+            if m.reading:
+                m.read_prompt_byte()
 
     def advance(self, byte: int) -> None:
         self.row_weights.read(byte)  # the weights first: each member's probability of `byte`
