@@ -209,13 +209,7 @@ class ByteView:
 
     def likeliest_extension(self, prefix: bytes) -> int | None:
         """The likeliest id whose bytes start with ``prefix`` and are longer (None if none)."""
-        b = self.table.bounds(prefix)
-        ids = self.table.sorted_ids[int(b[1]):int(b[-1])]
-        if not len(ids):
-            return None
-        if self.bank.host_probs is not None:
-            return int(ids[int(np.argmax(self.bank.host_probs[self.row, ids.numpy()]))])
-        return int(ids[int(self.probs[ids.to(self.probs.device)].argmax())])
+        return likeliest([(self, prefix)], longer=True)[0]
 
     def _precise(self, bounds: np.ndarray) -> np.ndarray:
         """The cumulative sums at ``bounds`` (a prefix's boundaries) re-summed over the
@@ -269,6 +263,33 @@ def gather(requests: Sequence[tuple[ByteView, bytes]]) -> None:
         if prefix:
             masses[EOT] = 0.0  # end of text only at a token boundary
         view._masses[prefix] = masses
+
+
+def likeliest(requests: Sequence[tuple[ByteView, bytes]], longer: bool = False
+              ) -> list[int | None]:
+    """For each ``(view, prefix)``: the likeliest id whose bytes start with ``prefix`` (with
+    ``longer``, only ids longer than it), None where there is none. Read in place for CPU
+    members; on a device, one argmax per pair there and one copy to the host per device."""
+    out: list[int | None] = [None] * len(requests)
+    on_device: dict[torch.device, list[tuple[int, torch.Tensor]]] = {}
+    for i, (view, prefix) in enumerate(requests):
+        b = view.table.bounds(prefix)
+        lo, hi = int(b[1] if longer else b[0]), int(b[-1])
+        if lo >= hi:
+            continue
+        if view.bank.host_probs is not None:
+            ids = view.table.sorted_ids[lo:hi]
+            out[i] = int(ids[int(np.argmax(view.bank.host_probs[view.row, ids.numpy()]))])
+        else:
+            device = view.probs.device
+            ids = view.table.on(device).sorted_ids[lo:hi]
+            on_device.setdefault(device, []).append(
+                (i, ids[view.probs.index_select(0, ids).argmax()]))
+    for found in on_device.values():
+        for (i, _), token in zip(found, torch.stack([t for _, t in found]).tolist(),
+                                 strict=True):
+            out[i] = token
+    return out
 
 
 def _gather_on_devices(todo: list, groups: dict[int, list[int]], sums: np.ndarray) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .byte_view import gather
+from .byte_view import gather, likeliest
 
 
 class TextCursor:
@@ -64,6 +64,12 @@ class Row:
 
     def read_prompt_byte(self) -> None:
         """Read the next prompt byte (while ``reading``)."""
+
+    def idle(self, tree, busy: set[int]) -> list:
+        """The members whose ``tree`` runs a call in which they queued nothing (their lanes
+        are not in ``busy``) and that take a guess (``view``, ``pending``, ``queue_guess``);
+        none by default."""
+        return []
 
     def wanted(self) -> list:
         """The ``(ByteView, pending bytes)`` pairs the next phase reads, so that ``engine``
@@ -116,10 +122,15 @@ def _gather(rows: Sequence) -> None:
 
 
 def run_queued(rows: Sequence) -> None:
-    """Run every member call the rows queued: one forward call per token tree."""
-    seen: set[int] = set()
-    for row in rows:
-        for tree in row.trees:
-            if id(tree) not in seen:
-                seen.add(id(tree))
-                tree.flush()
+    """Run every member call the rows queued: one forward call per token tree. Where a tree
+    runs a call, the rows with nothing queued in it add a guess (``Row.idle``): their lane of
+    the call would be padding anyway, and a later commit of the guessed token costs no call."""
+    trees = {id(tree): tree for row in rows for tree in row.trees}
+    for tree in trees.values():
+        busy = tree.queued_lanes()
+        if busy:
+            idle = [m for row in rows for m in row.idle(tree, busy)]
+            for member, token in zip(idle, likeliest([(m.view, m.pending) for m in idle]),
+                                     strict=True):
+                member.queue_guess(token)
+        tree.flush()

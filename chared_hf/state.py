@@ -260,6 +260,14 @@ class MemberState:
             nodes[parent].children.setdefault(t, nodes[q])
         return nodes[len(ids) - 1]
 
+    def queue_guess(self, token: int | None) -> None:
+        """Queue ``token`` (the member's likeliest token that starts with its pending bytes)
+        as a child of the current node, run with the call other rows queued: if the member
+        commits it later, that commit costs no call (``_forward`` finds it)."""
+        if token is not None and token not in self.node.children:
+            self.node.children[token] = self.tree.request_many(
+                [(self.node, token)], lane=self.lane, views=0)[0]
+
     # -- per byte --------------------------------------------------------------------------
     def distribution(self) -> np.ndarray | None:
         """Outcome distribution given the pending bytes, or None if the member cannot follow."""
@@ -340,6 +348,15 @@ class SequenceState(engine.Row):
     def trees(self) -> list[TokenTree]:
         """The token trees whose queued calls ``engine`` runs between phases."""
         return [m.tree for m in self.members]
+
+    def idle(self, tree: TokenTree, busy: set[int]) -> list[MemberState]:
+        """Generation: the members in ``tree`` with nothing queued (lane not in ``busy``)
+        guess their next token (``MemberState.queue_guess``); teacher forcing runs ahead
+        along the text instead."""
+        if self.cursor is not None:
+            return []
+        return [m for m in self.members if m.tree is tree and m.lane not in busy and
+                m.node is not None and m.node._path is not None]
 
     def wanted(self) -> list[tuple[ByteView, bytes]]:
         """The members' views and pending bytes, whose masses the next phase reads."""

@@ -169,6 +169,10 @@ class TokenTree:
                                     len(queries) if views is None else views))
         return nodes
 
+    def queued_lanes(self) -> set[int]:
+        """The lanes with requests waiting for the next call (empty: no call is queued)."""
+        return {request.lane for request in self._queue}
+
     def flush(self) -> None:
         """Run every queued request in one forward call."""
         if not self._queue:

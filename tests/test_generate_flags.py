@@ -515,6 +515,22 @@ def test_a_batch_runs_each_member_once_per_step_for_all_rows(duo, tok):
         batched, alone)
 
 
+def test_idle_rows_guess_their_next_token_in_other_rows_calls(duo, tok, monkeypatch):
+    """Where a member runs a call for some rows, each other row (its lane would be padding)
+    runs the member's likeliest token after its pending bytes too; a later commit of that
+    token costs no call. Fewer calls than without the guesses, the same texts."""
+    from chared_hf.state import SequenceState
+
+    prompts = ["Once upon a time", "The little dog", "Tom and his mom", "One day, Lily"]
+    batch = tok(prompts, return_tensors="pt", padding=True)
+    out = duo.generate(**batch, max_new_tokens=40, return_dict_in_generate=True)
+    monkeypatch.setattr(SequenceState, "idle", lambda self, tree, busy: [])  # no guesses
+    plain = duo.generate(**batch, max_new_tokens=40, return_dict_in_generate=True)
+    assert torch.equal(out.sequences, plain.sequences)
+    calls, plain_calls = out.cache.forward_calls()[0], plain.cache.forward_calls()[0]
+    assert all(c < p for c, p in zip(calls, plain_calls, strict=True)), (calls, plain_calls)
+
+
 # -- unsupported modes ---------------------------------------------------------------------------
 def test_beam_search_is_rejected_clearly(solo, tok):
     enc = _enc(tok, "ab")
