@@ -107,3 +107,34 @@ def test_cache_collection_keeps_each_layers_index_on_its_device(monkeypatch):
     layers = tree.cache.layers
     assert layers[0].keys.device.type == "cpu" and layers[1].keys.device.type == "meta"
     assert layers[1].keys.shape[-2] == layers[0].keys.shape[-2] == tree.size == 3
+
+
+def test_device_paths_of_the_byte_views_read_what_the_host_paths_read():
+    """``gather`` and ``likeliest`` read a CPU member's sums in place; for a member on a
+    device they gather there and copy once per device. Run that path on CPU tensors (the
+    bank told it cannot be read in place): the same masses and the same tokens."""
+    from chared_hf.byte_view import ByteTable, ByteView, gather, likeliest
+    from chared_hf.token_bytes import TokenBytes
+
+    model, ptok = _pair()
+    table = ByteTable(TokenBytes.from_tokenizer(ptok, vocab_size=len(ptok), eos_ids=[2]))
+    logits = torch.randn(3, len(ptok), generator=torch.Generator().manual_seed(0))
+    host, device = ByteView.batch(table, logits), ByteView.batch(table, logits)
+    device[0].bank.host = device[0].bank.host_probs = None  # the device path
+    prefixes = [b"", b"a", b"b", b"ab", b" ", b"c", b"cc"]  # no token starts with "cc"
+    pairs = [(r, p) for r in range(3) for p in prefixes]
+    gather([(host[r], p) for r, p in pairs])
+    gather([(device[r], p) for r, p in pairs])
+    for r, p in pairs:
+        assert host[r].masses(p) == pytest.approx(device[r].masses(p), abs=1e-12)
+    for longer in (False, True):
+        found = likeliest([(host[r], p) for r, p in pairs], longer=longer)
+        assert found == likeliest([(device[r], p) for r, p in pairs], longer=longer)
+        assert [t is None for t in found] == [p == b"cc" or longer and p in (b"ab", b"bc")
+                                              for _, p in pairs]
+    # The likeliest id is the argmax over the ids that start with the prefix.
+    pieces = table.token_bytes.pieces
+    for (r, p), token in zip(pairs, likeliest([(host[r], p) for r, p in pairs]), strict=True):
+        ids = [i for i, piece in enumerate(pieces) if piece is not None and piece.startswith(p)]
+        best = max(ids, key=lambda i: float(host[r].probs[i])) if ids else None
+        assert token == best
