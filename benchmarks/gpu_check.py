@@ -6,10 +6,12 @@ Members (speed needs shapes, not trained weights):
     (50k ids), and a 1B Llama's (Llama-3.2-1B) with the Qwen2 tokenizer (152k ids).
 
 All in bfloat16 on ``--device``. Cases: paper mode at batch 1 and ``--batch``, exact mode
-(K=8) at batch 1; greedy, ``--new-bytes`` bytes. For each: wall time, the members' forward
-time (hooks that synchronize the device around each call, so the rest is this package's work
-plus Transformers' loop), host syncs per byte (``torch.cuda.set_sync_debug_mode``, counted in
-a second run without hooks), and the members' own batched ``generate`` of the same texts.
+(K=8) at batch 1; greedy, ``--new-bytes`` bytes; and the exact mode scoring a short text,
+running ahead from the heaviest hypothesis or from every child (``score_case``). For each:
+wall time, the members' forward time (hooks that synchronize the device around each call, so
+the rest is this package's work plus Transformers' loop), host syncs per byte
+(``torch.cuda.set_sync_debug_mode``, counted in a second run without hooks), and the members'
+own batched ``generate`` of the same texts.
 The byte-level loop runs with its ids on the host (``--loop-device cpu``, the default) or on
 the members' device (``cuda``).
 
@@ -137,6 +139,32 @@ def run_case(ens, pairs, prompts, new_bytes, repeats, loop_device) -> dict:
             "texts": texts}
 
 
+def score_case(pairs, text: str, wide: bool, repeats: int) -> dict:
+    """The exact mode (K=8) scoring ``text`` teacher-forced, running ahead from the heaviest
+    hypothesis only or (``wide``) from every child a call runs too: ms per byte and the
+    members' calls (the same numbers either way)."""
+    import chared_hf.exact as exact
+
+    exact.RUN_AHEAD_CHILDREN = wide
+    ens = CharEDModel.from_members(pairs, marginalization="exact", max_hypotheses=8)
+    ids = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
+    times = []
+    for _ in range(repeats + 1):  # the first is a warm-up
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = ens(input_ids=ids)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    exact.RUN_AHEAD_CHILDREN = None
+    return {"case": f"exact K=8 scoring, run ahead from {'every child' if wide else 'the best'}",
+            "bytes": len(text.encode()),
+            "ms_per_byte": round(statistics.median(times[1:]) / len(text.encode()) * 1000, 3),
+            "member_calls": [t.forwards for t in out.cache.trees],
+            "logprob": round(float(out.logits[0, :-1].float().log_softmax(-1).gather(
+                -1, ids[0, 1:, None].to(out.logits.device)).sum()), 4)}
+
+
 def own_generate(pairs, texts, prompts, repeats) -> float:
     """Each member's own batched greedy ``generate`` of the same continuations."""
     total = 0.0
@@ -192,6 +220,11 @@ def main() -> None:
                 row["forward_ratio_to_own"] = round(row["member_forward_s"] / own, 3)
             row.pop("texts")
             rows.append({"members": kind, "case": f"{name}, batch {batch}", **row})
+            print(json.dumps(rows[-1]), flush=True)
+        text = (PROMPTS[0] + ", there was a little girl named Lily. She loved to play "
+                "outside in the park with her friends. One day she saw a big red ball.")
+        for wide in (False, True):
+            rows.append({"members": kind, **score_case(pairs, text, wide, args.repeats)})
             print(json.dumps(rows[-1]), flush=True)
         del pairs
         if torch.cuda.is_available():

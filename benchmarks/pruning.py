@@ -7,12 +7,13 @@ over the first ``--bytes`` bytes of each corpus chunk (``common.corpus``: a chil
 HumanEval solutions, GSM8K answers), one thread:
 
     python benchmarks/pruning.py [--members stories smollm2] [--bytes 120] [--k 8]
-        [--floors 0 1e-4 1e-3 1e-2] [--no-compare]
+        [--floors 0 1e-4 1e-3 1e-2] [--no-compare] [--children]
 
 Reported per member and θ: bits per byte (every byte counted), the interval
 ``[lower, upper]`` and its width relative to the figure, ms per byte, and the member's forward
-calls and tokens per byte; each once with run-ahead (``exact.RUN_AHEAD_BYTES``) and once
-without (``--no-compare``: with only).
+calls and tokens per byte; each once with run-ahead (``exact.RUN_AHEAD_BYTES``) from the
+heaviest hypothesis, once without (``--no-compare``: with only), and with ``--children`` once
+running ahead from every child a call runs too (``exact.RUN_AHEAD_CHILDREN``).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from chared_hf.scoring import LN2, exact_score
 RUN_AHEAD = exact.RUN_AHEAD_BYTES
 
 
-def run(pair, texts: list[str], k: int, floor: float, ahead: bool) -> dict:
+def run(pair, texts: list[str], k: int, floor: float, ahead: str) -> dict:
     ens = CharEDModel.from_members([pair], marginalization="exact", max_hypotheses=k,
                                    prune_below=floor)
-    exact.RUN_AHEAD_BYTES = RUN_AHEAD if ahead else 0
+    exact.RUN_AHEAD_BYTES = RUN_AHEAD if ahead != "no" else 0
+    exact.RUN_AHEAD_CHILDREN = ahead == "from every child"
     clock = ForwardClock([pair[0]])
     nats, lower, upper, n = 0.0, 0.0, 0.0, 0
     start = time.perf_counter()
@@ -59,6 +61,9 @@ def main() -> None:
     parser.add_argument("--floors", type=float, nargs="+", default=[0.0, 1e-4, 1e-3, 1e-2])
     parser.add_argument("--no-compare", action="store_true",
                         help="run ahead only (no side-by-side run without it)")
+    parser.add_argument("--children", action="store_true",
+                        help="also run ahead from every child a call runs (exact."
+                             "RUN_AHEAD_CHILDREN, the default on accelerators)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     members = load_members(args.members)
@@ -66,7 +71,9 @@ def main() -> None:
     rows = []
     for name in args.members:
         for floor in args.floors:
-            for ahead in (True,) if args.no_compare else (True, False):
+            modes = ["from the best"] + ["from every child"] * args.children + (
+                [] if args.no_compare else ["no"])
+            for ahead in modes:
                 rows.append({"member": name, "K": args.k, "prune_below": floor,
                              "run_ahead": ahead, **run(members[name], texts, args.k, floor,
                                                        ahead)})

@@ -467,8 +467,10 @@ def _float64(pair):
 
 def test_exact_scoring_runs_ahead_along_the_text(stories, monkeypatch):
     """Run-ahead on known text: each call also runs the member's own tokenization of the text
-    ahead (with the shorter tokens and the one-byte tokens inside it), so later bytes whose
-    children it ran need no call; every byte's distribution stays the same to 1e-6."""
+    ahead (with the shorter tokens and the one-byte tokens inside it), from the heaviest
+    hypothesis and (``RUN_AHEAD_CHILDREN``, the default on accelerators) from every child
+    the call runs, so later bytes whose children it ran need no call; every byte's
+    distribution stays the same to 1e-6."""
     import chared_hf.exact as exact
 
     stories = _float64(stories)
@@ -476,18 +478,23 @@ def test_exact_scoring_runs_ahead_along_the_text(stories, monkeypatch):
             "in the park with her friends. One day, she saw a big red ball under a tree.")
     ids = torch.tensor([[256, *text.encode(), EOS_ID]])
 
-    def run(ahead: int):
+    def run(ahead: int, children: bool = False):
         monkeypatch.setattr(exact, "RUN_AHEAD_BYTES", ahead)
+        monkeypatch.setattr(exact, "RUN_AHEAD_CHILDREN", children)
         ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8,
                                        prune_below=1e-4)
         out = ens(input_ids=ids)
         return out.logits[0].double(), out.cache.rows[0].members[0].forwards
 
-    logits, calls = run(exact.RUN_AHEAD_BYTES)
+    ahead = exact.RUN_AHEAD_BYTES
+    logits, calls = run(ahead)
     plain, plain_calls = run(0)
+    wide, wide_calls = run(ahead, children=True)  # from every child too
     assert plain_calls >= len(text)  # one call per byte without it
-    assert calls < 0.7 * plain_calls
+    assert calls < 0.7 * plain_calls and wide_calls <= 0.8 * calls, (
+        plain_calls, calls, wide_calls)
     assert torch.allclose(logits.exp(), plain.exp(), atol=1e-6, rtol=0)
+    assert torch.allclose(wide.exp(), plain.exp(), atol=1e-6, rtol=0)
 
 
 def test_exact_generation_reads_its_prompt_ahead_and_guesses_the_next_token(stories,
