@@ -199,13 +199,7 @@ class ByteView:
 
     def ending_ids(self, prefix: bytes) -> tuple[torch.Tensor, torch.Tensor]:
         """Ids whose bytes are exactly ``prefix`` and their probabilities (on the host)."""
-        b = self.table.bounds(prefix)
-        ids = self.table.sorted_ids[int(b[0]):int(b[1])]
-        if not len(ids):
-            return ids, torch.zeros(0, dtype=torch.float64)
-        if self.bank.host_probs is not None:
-            return ids, torch.from_numpy(self.bank.host_probs[self.row, ids.numpy()])
-        return ids, self.probs[ids.to(self.probs.device)].cpu()
+        return ending([(self, prefix)])[0]
 
     def likeliest_extension(self, prefix: bytes) -> int | None:
         """The likeliest id whose bytes start with ``prefix`` and are longer (None if none)."""
@@ -265,6 +259,33 @@ def gather(requests: Sequence[tuple[ByteView, bytes]]) -> None:
         view._masses[prefix] = masses
 
 
+def ending(requests: Sequence[tuple[ByteView, bytes]]
+           ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """For each ``(view, prefix)``: the ids whose bytes are exactly ``prefix`` and their
+    probabilities, on the host. Read in place for CPU members; on a device, one gather per
+    pair there and one copy to the host per device."""
+    out: list = [None] * len(requests)
+    on_device: dict[torch.device, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
+    for i, (view, prefix) in enumerate(requests):
+        b = view.table.bounds(prefix)
+        lo, hi = int(b[0]), int(b[1])
+        ids = view.table.sorted_ids[lo:hi]
+        if not len(ids):
+            out[i] = (ids, torch.zeros(0, dtype=torch.float64))
+        elif view.bank.host_probs is not None:
+            out[i] = (ids, torch.from_numpy(view.bank.host_probs[view.row, ids.numpy()]))
+        else:
+            device = view.probs.device
+            on_device.setdefault(device, []).append((i, ids, view.probs.index_select(
+                0, view.table.on(device).sorted_ids[lo:hi])))
+    for found in on_device.values():
+        parts = torch.cat([probs for *_, probs in found]).cpu().split(
+            [len(ids) for _, ids, _ in found])
+        for (i, ids, _), probs in zip(found, parts, strict=True):
+            out[i] = (ids, probs)
+    return out
+
+
 def likeliest(requests: Sequence[tuple[ByteView, bytes]], longer: bool = False
               ) -> list[int | None]:
     """For each ``(view, prefix)``: the likeliest id whose bytes start with ``prefix`` (with
@@ -299,7 +320,7 @@ def _gather_on_devices(todo: list, groups: dict[int, list[int]], sums: np.ndarra
     for members in groups.values():
         bank = todo[members[0]][0].bank
         device = bank.sums.device
-        rows = torch.tensor([todo[i][0].row for i in members], device=device)
+        rows = torch.tensor([todo[i][0].row for i in members]).to(device, non_blocking=True)
         cols = torch.from_numpy(np.stack([todo[i][0].table.gather_index(todo[i][1])
                                           for i in members])).to(device, non_blocking=True)
         parts, order = by_device.setdefault(device, ([], []))

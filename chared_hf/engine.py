@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .byte_view import gather, likeliest
+from .byte_view import ending, gather, likeliest
 
 
 class TextCursor:
@@ -64,6 +64,12 @@ class Row:
 
     def read_prompt_byte(self) -> None:
         """Read the next prompt byte (while ``reading``)."""
+
+    def commits(self) -> list:
+        """Members whose commit waits for the id it takes (``committing``: the committed
+        bytes first; ``view``; ``finish_commit``), chosen for all rows at once; none by
+        default."""
+        return []
 
     def idle(self, tree, busy: set[int]) -> list:
         """The members whose ``tree`` runs a call in which they queued nothing (their lanes
@@ -122,9 +128,15 @@ def _gather(rows: Sequence) -> None:
 
 
 def run_queued(rows: Sequence) -> None:
-    """Run every member call the rows queued: one forward call per token tree. Where a tree
+    """Run every member call the rows queued: one forward call per token tree, after the
+    rows' commits have taken their ids (``Row.commits``, read at once). Where a tree
     runs a call, the rows with nothing queued in it add a guess (``Row.idle``): their lane of
     the call would be padding anyway, and a later commit of the guessed token costs no call."""
+    # The rows' commits: the ids of every committed text at once (one copy per device).
+    commits = [m for row in rows for m in row.commits()]
+    for member, found in zip(commits, ending([(m.view, m.committing[0]) for m in commits]),
+                             strict=True):
+        member.finish_commit(found)
     trees = {id(tree): tree for row in rows for tree in row.trees}
     for tree in trees.values():
         busy = tree.queued_lanes()

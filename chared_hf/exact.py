@@ -66,7 +66,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import engine
-from .byte_view import EPS, ByteView, gather
+from .byte_view import EPS, ByteView, ending, gather
 from .combine import combine
 from .engine import TextCursor
 from .state import Member, as_weighting
@@ -212,10 +212,9 @@ class ExactMember:
             return self.children
         self._fit_window()
         candidates = []
-        for h in self.hyps:
-            if not h.pending:
-                continue
-            ids, probs = h.view.ending_ids(h.pending)
+        ending_at = [h for h in self.hyps if h.pending]
+        for h, (ids, probs) in zip(ending_at, ending([(h.view, h.pending) for h in ending_at]),
+                                   strict=True):  # every hypothesis' ending ids at once
             total = h.view.text_total
             for t, p in zip(ids.tolist(), probs.tolist(), strict=True):
                 if p > 0:

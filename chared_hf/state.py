@@ -147,6 +147,8 @@ class MemberState:
         self.lead_pending = False  # the member's dummy prefix is still in `pending`
         self.start: list[int] = []  # the ids the member's context starts with (kept when cut)
         self.saved: Node | None = None  # the node of an open branch (see snapshot)
+        # A commit whose id is chosen when the queued calls run: (bytes, lead, draws).
+        self.committing: tuple | None = None
         self.cursor: TextCursor | None = None  # teacher forcing: speculate along the text
 
     @property
@@ -284,21 +286,29 @@ class MemberState:
                     self.view.masses(self.pending + bytes((byte,))).sum() > 0)
 
     def commit(self, draws: Draws | None = None) -> None:
-        """Commit the pending bytes: the token that ended (among ids sharing the bytes, the
-        likeliest, or one drawn by probability with ``draws``), else the member's
-        tokenization."""
+        """Commit the pending bytes (the member reads on from a token boundary at once): the
+        token that ended (among ids sharing the bytes, the likeliest, or one drawn by
+        probability with ``draws``), else the member's tokenization. Which id is chosen when
+        the rows' queued calls run (``engine.run_queued`` reads the ids of every row's commits
+        at once, ``finish_commit``)."""
         if not self.pending:
             return
-        ids, probs = self.view.ending_ids(self.pending)
+        self.committing = (self.pending, self.lead_pending, draws)
+        self.pending, self.lead_pending = b"", False
+
+    def finish_commit(self, ending: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Queue the commit's tokens, given the ids whose bytes are the committed bytes and
+        their probabilities (``byte_view.ending``)."""
+        (pending, lead_pending, draws), self.committing = self.committing, None
+        ids, probs = ending
         if len(ids) and float(probs.sum()) > 0:
             pick = draws.pick(probs) if draws is not None else int(probs.argmax())
             new = [int(ids[pick])]
-        elif self.lead_pending:
+        elif lead_pending:
             lead = len(self.member.token_bytes.lead)
-            new = self.member.token_bytes.encode(self.pending[lead:], at_start=True)
+            new = self.member.token_bytes.encode(pending[lead:], at_start=True)
         else:
-            new = self.member.token_bytes.encode(self.pending, at_start=False)
-        self.pending, self.lead_pending = b"", False
+            new = self.member.token_bytes.encode(pending, at_start=False)
         self._forward(new or list(self.member.token_bytes.start_ids))
 
     # -- branches (teacher-forced scoring) -------------------------------------------------
@@ -348,6 +358,10 @@ class SequenceState(engine.Row):
     def trees(self) -> list[TokenTree]:
         """The token trees whose queued calls ``engine`` runs between phases."""
         return [m.tree for m in self.members]
+
+    def commits(self) -> list[MemberState]:
+        """The members whose commit waits for its id (``MemberState.finish_commit``)."""
+        return [m for m in self.members if m.committing is not None]
 
     def idle(self, tree: TokenTree, busy: set[int]) -> list[MemberState]:
         """Generation: the members in ``tree`` with nothing queued (lane not in ``busy``)

@@ -237,11 +237,12 @@ class TokenTree:
         if wanted and all(where[q, 1] == width - 1 for q in wanted) and width > 1 and (
                 self._logits_to_keep):
             kwargs["logits_to_keep"] = 1  # prompts: only their last distributions are needed
-        with torch.no_grad():
-            out = self.model(input_ids=torch.from_numpy(np.maximum(tokens, 0)).to(device),
-                             attention_mask=mask[:, None].to(device),
-                             position_ids=torch.from_numpy(positions).to(device),
-                             **{CACHE_KW: self.cache}, use_cache=True, **kwargs)
+        with torch.no_grad():  # copies that do not wait for the device (nothing reads back)
+            out = self.model(
+                input_ids=torch.from_numpy(np.maximum(tokens, 0)).to(device, non_blocking=True),
+                attention_mask=mask[:, None].to(device, non_blocking=True),
+                position_ids=torch.from_numpy(positions).to(device, non_blocking=True),
+                **{CACHE_KW: self.cache}, use_cache=True, **kwargs)
         self.cache = out[CACHE_KW] if CACHE_KW in out else out.past_key_values
         self.tokens = torch.cat([self.tokens, torch.from_numpy(tokens)], dim=1)
         self.forwards += 1
@@ -254,7 +255,7 @@ class TokenTree:
         now = wanted if views is True else sorted(set(views or ()))
         if now:
             index = {q: i for i, q in enumerate(wanted)}
-            picked = torch.tensor([index[q] for q in now], device=logits.device)
+            picked = torch.tensor([index[q] for q in now]).to(logits.device, non_blocking=True)
             batch = ByteView.batch(self.table, logits.index_select(0, picked))
             for q, view in zip(now, batch, strict=True):
                 nodes[q]._view, nodes[q].logits = view, None

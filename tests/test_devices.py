@@ -110,10 +110,10 @@ def test_cache_collection_keeps_each_layers_index_on_its_device(monkeypatch):
 
 
 def test_device_paths_of_the_byte_views_read_what_the_host_paths_read():
-    """``gather`` and ``likeliest`` read a CPU member's sums in place; for a member on a
-    device they gather there and copy once per device. Run that path on CPU tensors (the
-    bank told it cannot be read in place): the same masses and the same tokens."""
-    from chared_hf.byte_view import ByteTable, ByteView, gather, likeliest
+    """``gather``, ``ending`` and ``likeliest`` read a CPU member's sums in place; for a
+    member on a device they gather there and copy once per device. Run that path on CPU
+    tensors (the bank told it cannot be read in place): the same masses, ids and tokens."""
+    from chared_hf.byte_view import ByteTable, ByteView, ending, gather, likeliest
     from chared_hf.token_bytes import TokenBytes
 
     model, ptok = _pair()
@@ -127,6 +127,12 @@ def test_device_paths_of_the_byte_views_read_what_the_host_paths_read():
     gather([(device[r], p) for r, p in pairs])
     for r, p in pairs:
         assert host[r].masses(p) == pytest.approx(device[r].masses(p), abs=1e-12)
+    for (ids, probs), (same_ids, same_probs) in zip(
+            ending([(host[r], p) for r, p in pairs]), ending([(device[r], p) for r, p in pairs]),
+            strict=True):
+        assert torch.equal(ids, same_ids) and torch.allclose(probs, same_probs, atol=1e-12)
+    assert [len(ids) for ids, _ in ending([(host[0], p) for p in prefixes])] == [
+        0, 1, 1, 1, 1, 1, 0]  # no token is empty or "cc"
     for longer in (False, True):
         found = likeliest([(host[r], p) for r, p in pairs], longer=longer)
         assert found == likeliest([(device[r], p) for r, p in pairs], longer=longer)
@@ -138,3 +144,45 @@ def test_device_paths_of_the_byte_views_read_what_the_host_paths_read():
         ids = [i for i, piece in enumerate(pieces) if piece is not None and piece.startswith(p)]
         best = max(ids, key=lambda i: float(host[r].probs[i])) if ids else None
         assert token == best
+
+
+def test_host_copies_per_step_do_not_grow_with_the_rows(monkeypatch):
+    """On a device every copy to the host waits for it. Run the byte views' device paths on
+    CPU tensors and count the copies generation makes per step (``Tensor.cpu`` and
+    ``tolist``): a few per step (each phase's masses, the commits' ids with the guesses,
+    the loop's own ids), the same for 8 rows as for 1 (one copy per member and row
+    before)."""
+    import chared_hf.byte_view as byte_view
+
+    made = byte_view.ViewBank.__init__
+
+    def on_device(bank, table, logits):  # the bank cannot be read in place
+        made(bank, table, logits)
+        bank.host = bank.host_probs = None
+
+    monkeypatch.setattr(byte_view.ViewBank, "__init__", on_device)
+    copies = [0]
+    for name in ("cpu", "tolist"):
+        method = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _method=method, **kwargs):
+            copies[0] += 1
+            return _method(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    p1 = piece_tokenizer(["a", "b", "c", " ", "ab", "bc", "ca", " a", "abc"])
+    p2 = piece_tokenizer(["a", "b", "c", " ", "ba", "cb", " b", "bca"])
+    model = CharEDModel.from_members([(tiny_model(len(p1), seed=1, bos=1, eos=2), p1),
+                                      (tiny_model(len(p2), seed=2, bos=1, eos=2), p2)])
+    batch = ByteTokenizer(padding_side="left")(["ab c", "ca", "b a b", "cab"] * 2,
+                                               return_tensors="pt", padding=True)
+    per_step = {}
+    for rows in (1, 8):
+        enc = {k: v[:rows] for k, v in batch.items()}
+        counts = []
+        for steps in (20, 40):  # the difference leaves the prompt out
+            copies[0] = 0
+            model.generate(**enc, max_new_tokens=steps, do_sample=False)
+            counts.append(copies[0])
+        per_step[rows] = (counts[1] - counts[0]) / 20
+    assert per_step[8] <= per_step[1] + 0.5 and per_step[8] <= 5, per_step
