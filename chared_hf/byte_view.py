@@ -168,6 +168,7 @@ class ByteView:
     def _attach(self, bank: ViewBank, row: int) -> None:
         self.bank, self.row, self.table = bank, row, bank.table
         self._masses: dict[bytes, np.ndarray] = {}  # pending prefix -> outcome masses (host)
+        self._ending: dict[bytes, tuple] = {}  # pending prefix -> (ids, probs) ending there
         self._text_total: float | None = None
 
     @property
@@ -205,22 +206,25 @@ class ByteView:
         """The likeliest id whose bytes start with ``prefix`` and are longer (None if none)."""
         return likeliest([(self, prefix)], longer=True)[0]
 
-    def _precise(self, bounds: np.ndarray) -> np.ndarray:
+    def _local_sums(self, bounds: np.ndarray) -> torch.Tensor:
         """The cumulative sums at ``bounds`` (a prefix's boundaries) re-summed over the
-        prefix's own range only: a difference of the global sum has ~1e-16 absolute error, too
-        much for a prefix of little mass."""
+        prefix's own range only, on the member's device: a difference of the global sum has
+        ~1e-16 absolute error, too much for a prefix of little mass."""
         lo, hi = int(bounds[0]), int(bounds[-1])
         index = self.table.on(self.probs.device)
         local = torch.nn.functional.pad(torch.cumsum(
             self.probs.index_select(0, index.sorted_ids[lo:hi]), 0), (1, 0))
-        return local.cpu().numpy()[bounds - lo]
+        return local[torch.from_numpy(bounds - lo).to(local.device, non_blocking=True)]
 
 
 def gather(requests: Sequence[tuple[ByteView, bytes]]) -> None:
-    """Compute the outcome masses of many ``(view, pending prefix)`` pairs at once: one gather
-    per ``ViewBank`` on its device and one copy to the host per device (``[n, 258]``
-    cumulative sums and ``n`` end-of-text masses). Pairs already known are skipped; the
-    results are kept in the views (``ByteView.masses`` returns them)."""
+    """Compute the outcome masses of many ``(view, pending prefix)`` pairs at once, and for
+    views on a device the ids ending at each prefix with their probabilities too (what a
+    commit or a hypothesis' children read, ``ending``): one gather per ``ViewBank`` on its
+    device and one copy to the host per device (``[n, 258]`` cumulative sums, ``n``
+    end-of-text masses, the ending ids' probabilities). Pairs already known are skipped; the
+    results are kept in the views (``ByteView.masses`` and ``ending`` return them). CPU
+    members' views are read in place, when asked."""
     todo, seen = [], set()
     for view, prefix in requests:
         key = (id(view), prefix)
@@ -247,11 +251,18 @@ def gather(requests: Sequence[tuple[ByteView, bytes]]) -> None:
     out[:, :N_BYTES] = c[:, 2:] - c[:, 1:-1]
     out[:, EPS] = c[:, 1] - c[:, 0]
     out[:, EOT] = sums[:, -1]
-    # Step 3: a prefix of little mass is summed again over its own range.
-    for i in np.flatnonzero(c[:, -1] - c[:, 0] < _PRECISE_BELOW):
+    # Step 3: a prefix of little mass is summed again over its own range (all of them at
+    # once: one copy to the host per device).
+    faint = np.flatnonzero(c[:, -1] - c[:, 0] < _PRECISE_BELOW).tolist()
+    local: dict[torch.device, list[tuple[int, torch.Tensor]]] = {}
+    for i in faint:
         view, prefix = todo[i]
-        p = view._precise(view.table.bounds(prefix))
-        out[i, :N_BYTES], out[i, EPS] = p[2:] - p[1:-1], p[1] - p[0]
+        sums_i = view._local_sums(view.table.bounds(prefix))
+        local.setdefault(sums_i.device, []).append((i, sums_i))
+    for found in local.values():
+        for (i, _), p in zip(found, torch.stack([t for _, t in found]).cpu().numpy(),
+                             strict=True):
+            out[i, :N_BYTES], out[i, EPS] = p[2:] - p[1:-1], p[1] - p[0]
     np.maximum(out, 0.0, out=out)  # cumulative-sum differences can round below zero
     for (view, prefix), masses in zip(todo, out, strict=True):
         if prefix:
@@ -267,23 +278,29 @@ def ending(requests: Sequence[tuple[ByteView, bytes]]
     out: list = [None] * len(requests)
     on_device: dict[torch.device, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
     for i, (view, prefix) in enumerate(requests):
+        known = view._ending.get(prefix)  # read by ``gather`` with the masses
+        if known is not None or view.bank.host_probs is not None:
+            out[i] = known if known is not None else _ending_on_host(view, prefix)
+            continue
         b = view.table.bounds(prefix)
         lo, hi = int(b[0]), int(b[1])
-        ids = view.table.sorted_ids[lo:hi]
-        if not len(ids):
-            out[i] = (ids, torch.zeros(0, dtype=torch.float64))
-        elif view.bank.host_probs is not None:
-            out[i] = (ids, torch.from_numpy(view.bank.host_probs[view.row, ids.numpy()]))
-        else:
-            device = view.probs.device
-            on_device.setdefault(device, []).append((i, ids, view.probs.index_select(
-                0, view.table.on(device).sorted_ids[lo:hi])))
+        device = view.probs.device
+        on_device.setdefault(device, []).append((i, view.table.sorted_ids[lo:hi],
+                                                 view.probs.index_select(
+                                                     0, view.table.on(device).sorted_ids[lo:hi])))
     for found in on_device.values():
         parts = torch.cat([probs for *_, probs in found]).cpu().split(
             [len(ids) for _, ids, _ in found])
         for (i, ids, _), probs in zip(found, parts, strict=True):
             out[i] = (ids, probs)
     return out
+
+
+def _ending_on_host(view: ByteView, prefix: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ending`` for a view whose probabilities are host memory."""
+    b = view.table.bounds(prefix)
+    ids = view.table.sorted_ids[int(b[0]):int(b[1])]
+    return ids, torch.from_numpy(view.bank.host_probs[view.row, ids.numpy()])
 
 
 def likeliest(requests: Sequence[tuple[ByteView, bytes]], longer: bool = False
@@ -314,17 +331,41 @@ def likeliest(requests: Sequence[tuple[ByteView, bytes]], longer: bool = False
 
 
 def _gather_on_devices(todo: list, groups: dict[int, list[int]], sums: np.ndarray) -> None:
-    """``sums[i]`` for the pairs ``todo[i]`` whose banks are on a device: one gather per bank,
-    one copy to the host per device."""
-    by_device: dict[torch.device, tuple[list[torch.Tensor], list[int]]] = {}
+    """``sums[i]`` and the ending ids' probabilities (kept in the views) for the pairs
+    ``todo[i]`` whose banks are on a device: two gathers per bank, one copy to the host per
+    device."""
+    by_device: dict[torch.device, tuple[list[torch.Tensor], list[int], list]] = {}
     for members in groups.values():
         bank = todo[members[0]][0].bank
         device = bank.sums.device
+        table = todo[members[0]][0].table
         rows = torch.tensor([todo[i][0].row for i in members]).to(device, non_blocking=True)
-        cols = torch.from_numpy(np.stack([todo[i][0].table.gather_index(todo[i][1])
+        cols = torch.from_numpy(np.stack([table.gather_index(todo[i][1])
                                           for i in members])).to(device, non_blocking=True)
-        parts, order = by_device.setdefault(device, ([], []))
-        parts.append(bank.sums[rows[:, None], cols])
+        # The ids ending at each prefix (a range of the sorted ids), flattened over the pairs.
+        spans = [table.bounds(todo[i][1])[:2] for i in members]
+        ends = [table.sorted_ids[int(lo):int(hi)] for lo, hi in spans]
+        end_rows = torch.repeat_interleave(torch.tensor([todo[i][0].row for i in members]),
+                                           torch.tensor([len(e) for e in ends]))
+        parts, order, endings = by_device.setdefault(device, ([], [], []))
+        parts.append(bank.sums[rows[:, None], cols].flatten())
+        parts.append(bank.probs[end_rows.to(device, non_blocking=True),
+                                torch.cat(ends).to(device, non_blocking=True)])
         order += members
-    for parts, order in by_device.values():
-        sums[order] = torch.cat(parts).cpu().numpy()
+        endings += zip(members, ends, strict=True)
+    for parts, order, endings in by_device.values():
+        flat = torch.cat(parts).cpu()  # the one copy
+        # Split it back: per bank, its pairs' sums, then their ending ids' probabilities.
+        width, at, k = sums.shape[1], 0, 0
+        for sums_part, end_part in zip(parts[0::2], parts[1::2], strict=True):
+            n = sums_part.numel() // width
+            sums[order[k:k + n]] = flat[at:at + n * width].view(n, width).numpy()
+            at += n * width
+            probs = flat[at:at + end_part.numel()]
+            at += end_part.numel()
+            offset = 0
+            for i, ids in endings[k:k + n]:
+                view, prefix = todo[i]
+                view._ending.setdefault(prefix, (ids, probs[offset:offset + len(ids)]))
+                offset += len(ids)
+            k += n

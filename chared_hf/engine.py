@@ -77,9 +77,10 @@ class Row:
         none by default."""
         return []
 
-    def wanted(self) -> list:
-        """The ``(ByteView, pending bytes)`` pairs the next phase reads, so that ``engine``
-        computes those of all rows at once (``byte_view.gather``); none by default."""
+    def wanted(self, byte: int | None = None) -> list:
+        """The ``(ByteView, pending bytes)`` pairs the next phase reads (with ``byte``: those
+        that reading it needs), so that ``engine`` computes those of all rows at once
+        (``byte_view.gather``); none by default."""
         return []
 
     def start(self, prompt: bytes, with_bos: bool) -> np.ndarray:
@@ -108,6 +109,8 @@ def start(rows: Sequence, begins: Sequence[Callable]) -> list[np.ndarray]:
 
 def step(rows: Sequence, chosen: Sequence[int]) -> list[np.ndarray]:
     """The rows read the chosen bytes; the next byte's distribution of each."""
+    gather([pair for row, byte in zip(rows, chosen, strict=True)
+            for pair in row.wanted(byte)])  # 0. what reading the bytes needs, all rows at once
     for row, byte in zip(rows, chosen, strict=True):
         row.advance(byte)  # 1. every member reads the byte; one that cannot commits alone
     run_queued(rows)  # 2. those lone commits: one call per member, all rows together

@@ -392,10 +392,12 @@ class ExactMember:
         if self.hyps:
             self._expand()
 
-    def wanted(self) -> list:
-        """The ``(view, pending)`` pairs of the hypotheses and of the children that have run."""
+    def wanted(self, byte: int | None = None) -> list:
+        """The ``(view, pending)`` pairs of the hypotheses and of the children that have run
+        (with ``byte``: each followed by it, which ``advance`` reads)."""
         ready = [c for c in self.children or [] if c.node._path is not None]
-        return [(h.view, h.pending) for h in self.hyps + ready]
+        more = b"" if byte is None else bytes((byte,))
+        return [(h.view, h.pending + more) for h in self.hyps + ready]
 
     def distribution(self) -> np.ndarray | None:
         """The member's distribution over the next byte and end of text (257 entries)."""
@@ -545,9 +547,10 @@ class ExactSequenceState(engine.Row):
         for m in self.members:
             m.prepare()
 
-    def wanted(self) -> list:
-        """Every member's hypotheses and run children with their pending bytes."""
-        return [pair for m in self.members for pair in m.wanted()]
+    def wanted(self, byte: int | None = None) -> list:
+        """Every member's hypotheses and run children with their pending bytes (and
+        ``byte``)."""
+        return [pair for m in self.members for pair in m.wanted(byte)]
 
     def distribution(self) -> np.ndarray:
         dists = [m.distribution() for m in self.members]

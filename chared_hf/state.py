@@ -372,9 +372,10 @@ class SequenceState(engine.Row):
         return [m for m in self.members if m.tree is tree and m.lane not in busy and
                 m.node is not None and m.node._path is not None]
 
-    def wanted(self) -> list[tuple[ByteView, bytes]]:
-        """The members' views and pending bytes, whose masses the next phase reads."""
-        return [(m.view, m.pending) for m in self.members]
+    def wanted(self, byte: int | None = None) -> list[tuple[ByteView, bytes]]:
+        """The members' views and pending bytes, whose masses the next phase reads (reading a
+        byte needs the masses known already)."""
+        return [(m.view, m.pending) for m in self.members] if byte is None else []
 
     # -- the phases --------------------------------------------------------------------------
     def begin(self, prompt: bytes, with_bos: bool) -> None:
