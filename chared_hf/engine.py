@@ -73,8 +73,9 @@ class Row:
 
     def idle(self, tree, busy: set[int]) -> list:
         """The members whose ``tree`` runs a call in which they queued nothing (their lanes
-        are not in ``busy``) and that take a guess (``view``, ``pending``, ``queue_guess``);
-        none by default."""
+        are not in ``busy``) and that take a guess: ``(member, bytes, exact)``, the member
+        (``view``, ``queue_guess``) guessing the likeliest id spelling ``bytes`` (``exact``)
+        or starting with them; none by default."""
         return []
 
     def wanted(self, byte: int | None = None) -> list:
@@ -144,8 +145,19 @@ def run_queued(rows: Sequence) -> None:
     for tree in trees.values():
         busy = tree.queued_lanes()
         if busy:
-            idle = [m for row in rows for m in row.idle(tree, busy)]
-            for member, token in zip(idle, likeliest([(m.view, m.pending) for m in idle]),
-                                     strict=True):
-                member.queue_guess(token)
+            _guess([guess for row in rows for guess in row.idle(tree, busy)])
         tree.flush()
+
+
+def _guess(idle: list) -> None:
+    """Queue the idle members' guesses: the likeliest id spelling the bytes a member will
+    commit where that is known, else its likeliest token after its pending bytes."""
+    known = [(m, prefix) for m, prefix, exact in idle if exact]
+    for (member, _), (ids, probs) in zip(known, ending([(m.view, p) for m, p in known]),
+                                         strict=True):
+        if len(ids) and float(probs.sum()) > 0:
+            member.queue_guess(int(ids[int(probs.argmax())]))
+    rest = [(m, prefix) for m, prefix, exact in idle if not exact]
+    for (member, _), token in zip(rest, likeliest([(m.view, p) for m, p in rest]),
+                                  strict=True):
+        member.queue_guess(token)

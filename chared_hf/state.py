@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from . import engine
-from .byte_view import EPS, ByteTable, ByteView, gather
+from .byte_view import EOT, EPS, ByteTable, ByteView, gather
 from .combine import combine
 from .engine import TextCursor
 from .token_bytes import TokenBytes, split_utf8
@@ -131,6 +131,7 @@ class Draws:
 
 
 SPECULATE_BYTES = 128  # how far ahead a member's forward call runs the text when scoring
+PREDICT_BYTES = 32  # how far greedy steps are run ahead to find an idle row's next commit
 
 
 class MemberState:
@@ -278,12 +279,14 @@ class MemberState:
     def advance(self, byte: int) -> None:
         self.pending += bytes((byte,))
 
-    def can_follow(self, byte: int) -> bool:
-        """Whether some token with mass starts with the pending bytes followed by ``byte``
-        (from the masses the last distribution computed; where those say no, the prefix's own
-        range is summed again, as a tiny mass may round away in a difference of sums)."""
-        return bool(self.view.masses(self.pending)[byte] > 0 or
-                    self.view.masses(self.pending + bytes((byte,))).sum() > 0)
+    def can_follow(self, byte: int, pending: bytes | None = None) -> bool:
+        """Whether some token with mass starts with the pending bytes (or ``pending``)
+        followed by ``byte`` (from the masses the last distribution computed; where those say
+        no, the prefix's own range is summed again, as a tiny mass may round away in a
+        difference of sums)."""
+        pending = self.pending if pending is None else pending
+        return bool(self.view.masses(pending)[byte] > 0 or
+                    self.view.masses(pending + bytes((byte,))).sum() > 0)
 
     def commit(self, draws: Draws | None = None) -> None:
         """Commit the pending bytes (the member reads on from a token boundary at once): the
@@ -363,14 +366,54 @@ class SequenceState(engine.Row):
         """The members whose commit waits for its id (``MemberState.finish_commit``)."""
         return [m for m in self.members if m.committing is not None]
 
-    def idle(self, tree: TokenTree, busy: set[int]) -> list[MemberState]:
+    def idle(self, tree: TokenTree, busy: set[int]) -> list[tuple[MemberState, bytes, bool]]:
         """Generation: the members in ``tree`` with nothing queued (lane not in ``busy``)
-        guess their next token (``MemberState.queue_guess``); teacher forcing runs ahead
-        along the text instead."""
+        guess their next token (``MemberState.queue_guess``): ``(member, bytes, True)``
+        where the greedy steps ahead show which bytes it commits next (the likeliest id
+        spelling them), else ``(member, pending, False)`` (its likeliest token after the
+        pending bytes). Teacher forcing runs ahead along the text instead."""
         if self.cursor is not None:
             return []
-        return [m for m in self.members if m.tree is tree and m.lane not in busy and
-                m.node is not None and m.node._path is not None]
+        members = [i for i, m in enumerate(self.members) if m.tree is tree and
+                   m.lane not in busy and m.node is not None and m.node._path is not None]
+        if not members:
+            return []
+        known = self.predicted_commits()
+        return [(self.members[i], known[i], True) if i in known else
+                (self.members[i], self.members[i].pending, False) for i in members]
+
+    def predicted_commits(self, limit: int = PREDICT_BYTES) -> dict[int, bytes]:
+        """Greedy decoding: the bytes each member will commit next (by member index), found
+        by running the greedy steps ahead on the host from the members' current views (no
+        forward call is needed until a member commits). Exact under greedy decoding with
+        fixed weights and no logits processors; otherwise a guess. Empty where it cannot
+        tell (sampling, a member whose call has not run or that runs on a device, end of
+        text, ``limit`` bytes without a commit)."""
+        if self.decide != "greedy" or any(m.node is None or m.node._path is None
+                                          for m in self.members):
+            return {}  # a member's call has not run: its next view is not known yet
+        views = [m.view for m in self.members]
+        if any(v.bank.host is None for v in views):
+            return {}  # on a device each step ahead would cost a copy to the host
+        pending = [m.pending for m in self.members]
+        for _ in range(limit):
+            # One greedy step as ``resolve`` and ``generate`` take it: combine, then commit
+            # when ε is the argmax, else read the likeliest byte.
+            joint = combine(self.rule, [v.distribution(p) for v, p in zip(views, pending,
+                                                                           strict=True)],
+                            self.weights)
+            if joint is None:
+                return {}
+            byte = int(np.argmax(joint[:EPS]))
+            if joint[EPS] > 0 and joint[EPS] >= joint[byte]:
+                return {i: p for i, p in enumerate(pending) if p}  # the joint commit
+            if byte == EOT:
+                return {}
+            for i, (m, p) in enumerate(zip(self.members, pending, strict=True)):
+                if p and not m.can_follow(byte, p):
+                    return {i: p}  # a member that cannot read the byte commits alone first
+            pending = [p + bytes((byte,)) for p in pending]
+        return {}
 
     def wanted(self, byte: int | None = None) -> list[tuple[ByteView, bytes]]:
         """The members' views and pending bytes, whose masses the next phase reads (reading a

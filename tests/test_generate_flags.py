@@ -517,18 +517,59 @@ def test_a_batch_runs_each_member_once_per_step_for_all_rows(duo, tok):
 
 def test_idle_rows_guess_their_next_token_in_other_rows_calls(duo, tok, monkeypatch):
     """Where a member runs a call for some rows, each other row (its lane would be padding)
-    runs the member's likeliest token after its pending bytes too; a later commit of that
-    token costs no call. Fewer calls than without the guesses, the same texts."""
+    runs a guess of the member's next commit too: the greedy steps ahead tell which bytes it
+    commits (``SequenceState.predicted_commits``), else its likeliest token after its
+    pending bytes. A later commit of that token costs no call. Fewer calls than with the
+    likeliest tokens only, and than without guesses; the same texts."""
     from chared_hf.state import SequenceState
 
     prompts = ["Once upon a time", "The little dog", "Tom and his mom", "One day, Lily"]
     batch = tok(prompts, return_tensors="pt", padding=True)
-    out = duo.generate(**batch, max_new_tokens=40, return_dict_in_generate=True)
+
+    def run():
+        out = duo.generate(**batch, max_new_tokens=40, return_dict_in_generate=True)
+        return out.sequences, sum(out.cache.forward_calls()[0])
+
+    seqs, calls = run()
+    monkeypatch.setattr(SequenceState, "predicted_commits", lambda self: {})  # likeliest only
+    likeliest_seqs, likeliest_calls = run()
     monkeypatch.setattr(SequenceState, "idle", lambda self, tree, busy: [])  # no guesses
-    plain = duo.generate(**batch, max_new_tokens=40, return_dict_in_generate=True)
-    assert torch.equal(out.sequences, plain.sequences)
-    calls, plain_calls = out.cache.forward_calls()[0], plain.cache.forward_calls()[0]
-    assert all(c < p for c, p in zip(calls, plain_calls, strict=True)), (calls, plain_calls)
+    plain_seqs, plain_calls = run()
+    assert torch.equal(seqs, plain_seqs) and torch.equal(likeliest_seqs, plain_seqs)
+    assert calls < likeliest_calls < plain_calls, (calls, likeliest_calls, plain_calls)
+
+
+def test_greedy_steps_ahead_predict_the_next_commits(duo, tok, monkeypatch):
+    """Under greedy decoding with fixed weights, the commits ``predicted_commits`` finds are
+    the ones that happen: from the node it was predicted at, each member commits exactly the
+    predicted bytes (where it commits before the text ends)."""
+    from chared_hf.state import MemberState, SequenceState
+
+    predicted, committed, alive = [], {}, []  # alive: no node's id is reused
+    predict = SequenceState.predicted_commits
+
+    def recording(self, *args, **kwargs):
+        found = predict(self, *args, **kwargs)
+        predicted.extend((id(self.members[i]), id(self.members[i].node), p)
+                         for i, p in found.items())
+        alive.extend(m.node for m in self.members)
+        return found
+
+    finish = MemberState.finish_commit
+
+    def finishing(self, ending):
+        committed.setdefault((id(self), id(self.node)), self.committing[0])
+        alive.append(self.node)
+        finish(self, ending)
+
+    monkeypatch.setattr(SequenceState, "predicted_commits", recording)
+    monkeypatch.setattr(MemberState, "finish_commit", finishing)
+    prompts = ["Once upon a time", "The little dog", "Tom and his mom", "One day, Lily"]
+    duo.generate(**tok(prompts, return_tensors="pt", padding=True), max_new_tokens=40)
+    assert len(predicted) > 10
+    made = [committed.get((member, node)) for member, node, _ in predicted]
+    pairs = [(m, p) for m, (*_, p) in zip(made, predicted, strict=True) if m is not None]
+    assert len(pairs) > 10 and all(m == p for m, p in pairs), pairs
 
 
 # -- unsupported modes ---------------------------------------------------------------------------
