@@ -11,7 +11,10 @@ paper's decoding; ``exact.ExactSequenceState``, exact byte-level members):
   * ``distribution()``: the next byte's distribution (256 bytes + end of text);
   * ``trees``: the members' token trees, whose queued forward calls run between phases;
   * ``read_ahead(text)`` (teacher forcing, shared by both modes): the text the members will
-    read next, shared with them through a ``TextCursor`` so that their calls run ahead.
+    read next, shared with them through a ``TextCursor`` so that their calls run ahead;
+  * ``wanted(byte)``, ``commits()``, ``idle(tree, busy)`` (optional): the masses a phase reads,
+    the commits whose ids are still to choose, and the members that can put a guess in a call's
+    padding, so that ``engine`` serves all rows at once (one copy to the host per device).
 
 A phase only *queues* member calls; ``run_queued`` then runs each member's queued calls for
 every row in one forward call. So a batch of rows costs each member one call per phase, and a
@@ -47,6 +50,7 @@ class Row:
 
     trees: list = []  # token trees whose queued calls run between phases
     cursor: TextCursor | None = None  # teacher forcing: the text ahead (``read_ahead``)
+    reading = False  # prompt bytes left to read one by one (the exact mode's ``begin``)
 
     def read_ahead(self, text: bytes) -> None:
         """Teacher forcing: the members will read ``text`` next (after what they were told
@@ -56,8 +60,6 @@ class Row:
             for m in self.members:
                 m.cursor = self.cursor
         self.cursor.text += text
-
-    reading = False  # prompt bytes left to read one by one (the exact mode's ``begin``)
 
     def prepare(self) -> None:
         """Queue the calls the next prompt byte needs (while ``reading``)."""
