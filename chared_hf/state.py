@@ -385,10 +385,10 @@ class SequenceState(engine.Row):
     def predicted_commits(self, limit: int = PREDICT_BYTES) -> dict[int, bytes]:
         """Greedy decoding: the bytes each member will commit next (by member index), found
         by running the greedy steps ahead on the host from the members' current views (no
-        forward call is needed until a member commits). Exact under greedy decoding with
-        fixed weights and no logits processors; otherwise a guess. Empty where it cannot
-        tell (sampling, a member whose call has not run or that runs on a device, end of
-        text, ``limit`` bytes without a commit)."""
+        forward call is needed until a member commits), the weights moving as they will.
+        Exact under greedy decoding without logits processors; otherwise a guess. Empty where
+        it cannot tell (sampling, a member whose call has not run or that runs on a device,
+        end of text, ``limit`` bytes without a commit)."""
         if self.decide != "greedy" or any(m.node is None or m.node._path is None
                                           for m in self.members):
             return {}  # a member's call has not run: its next view is not known yet
@@ -396,12 +396,12 @@ class SequenceState(engine.Row):
         if any(v.bank.host is None for v in views):
             return {}  # on a device each step ahead would cost a copy to the host
         pending = [m.pending for m in self.members]
+        weights, log_w, rule = self.weights, self.row_weights.log_w, self.row_weights.weighting
         for _ in range(limit):
             # One greedy step as ``resolve`` and ``generate`` take it: combine, then commit
-            # when ε is the argmax, else read the likeliest byte.
-            joint = combine(self.rule, [v.distribution(p) for v, p in zip(views, pending,
-                                                                           strict=True)],
-                            self.weights)
+            # when ε is the argmax, else read the likeliest byte (and move the weights by it).
+            dists = [v.distribution(p) for v, p in zip(views, pending, strict=True)]
+            joint = combine(self.rule, dists, weights)
             if joint is None:
                 return {}
             byte = int(np.argmax(joint[:EPS]))
@@ -413,6 +413,9 @@ class SequenceState(engine.Row):
                 if p and not m.can_follow(byte, p):
                     return {i: p}  # a member that cannot read the byte commits alone first
             pending = [p + bytes((byte,)) for p in pending]
+            if self.row_weights.moves:
+                log_w = rule.update(log_w, _byte_probs(dists)[:, byte])
+                weights = np.exp(log_w)
         return {}
 
     def wanted(self, byte: int | None = None) -> list[tuple[ByteView, bytes]]:

@@ -539,10 +539,12 @@ def test_idle_rows_guess_their_next_token_in_other_rows_calls(duo, tok, monkeypa
     assert calls < likeliest_calls < plain_calls, (calls, likeliest_calls, plain_calls)
 
 
-def test_greedy_steps_ahead_predict_the_next_commits(duo, tok, monkeypatch):
-    """Under greedy decoding with fixed weights, the commits ``predicted_commits`` finds are
-    the ones that happen: from the node it was predicted at, each member commits exactly the
-    predicted bytes (where it commits before the text ends)."""
+@pytest.mark.parametrize("weighting", ["fixed", "switching", "bayes"])
+def test_greedy_steps_ahead_predict_the_next_commits(pair, stories, tok, monkeypatch,
+                                                    weighting):
+    """Under greedy decoding, the commits ``predicted_commits`` finds are the ones that
+    happen, with weights that move too: from the node it was predicted at, each member
+    commits exactly the predicted bytes (where it commits before the text ends)."""
     from chared_hf.state import MemberState, SequenceState
 
     predicted, committed, alive = [], {}, []  # alive: no node's id is reused
@@ -564,6 +566,8 @@ def test_greedy_steps_ahead_predict_the_next_commits(duo, tok, monkeypatch):
 
     monkeypatch.setattr(SequenceState, "predicted_commits", recording)
     monkeypatch.setattr(MemberState, "finish_commit", finishing)
+    duo = CharEDModel.from_members([pair, stories], weights=[0.5, 0.5], weighting=weighting,
+                                   switch_rate=0.05)
     prompts = ["Once upon a time", "The little dog", "Tom and his mom", "One day, Lily"]
     duo.generate(**tok(prompts, return_tensors="pt", padding=True), max_new_tokens=40)
     assert len(predicted) > 10
