@@ -228,7 +228,9 @@ def gather(requests: Sequence[tuple[ByteView, bytes]]) -> None:
     todo, seen = [], set()
     for view, prefix in requests:
         key = (id(view), prefix)
-        if prefix not in view._masses and key not in seen:
+        known = prefix in view._masses and (view.bank.host is not None or
+                                            prefix in view._ending)
+        if not known and key not in seen:
             seen.add(key)
             todo.append((view, prefix))
     if not todo:
@@ -273,27 +275,12 @@ def gather(requests: Sequence[tuple[ByteView, bytes]]) -> None:
 def ending(requests: Sequence[tuple[ByteView, bytes]]
            ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """For each ``(view, prefix)``: the ids whose bytes are exactly ``prefix`` and their
-    probabilities, on the host. Read in place for CPU members; on a device, one gather per
-    pair there and one copy to the host per device."""
-    out: list = [None] * len(requests)
-    on_device: dict[torch.device, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
-    for i, (view, prefix) in enumerate(requests):
-        known = view._ending.get(prefix)  # read by ``gather`` with the masses
-        if known is not None or view.bank.host_probs is not None:
-            out[i] = known if known is not None else _ending_on_host(view, prefix)
-            continue
-        b = view.table.bounds(prefix)
-        lo, hi = int(b[0]), int(b[1])
-        device = view.probs.device
-        on_device.setdefault(device, []).append((i, view.table.sorted_ids[lo:hi],
-                                                 view.probs.index_select(
-                                                     0, view.table.on(device).sorted_ids[lo:hi])))
-    for found in on_device.values():
-        parts = torch.cat([probs for *_, probs in found]).cpu().split(
-            [len(ids) for _, ids, _ in found])
-        for (i, ids, _), probs in zip(found, parts, strict=True):
-            out[i] = (ids, probs)
-    return out
+    probabilities, on the host. Read in place for CPU members; on a device, read by ``gather``
+    with the masses (where it has not been yet: one copy to the host per device)."""
+    gather([(view, prefix) for view, prefix in requests
+            if view.bank.host_probs is None and prefix not in view._ending])
+    return [_ending_on_host(view, prefix) if view.bank.host_probs is not None
+            else view._ending[prefix] for view, prefix in requests]
 
 
 def _ending_on_host(view: ByteView, prefix: bytes) -> tuple[torch.Tensor, torch.Tensor]:
@@ -339,16 +326,15 @@ def _gather_on_devices(todo: list, groups: dict[int, list[int]], sums: np.ndarra
         bank = todo[members[0]][0].bank
         device = bank.sums.device
         table = todo[members[0]][0].table
-        rows = torch.tensor([todo[i][0].row for i in members]).to(device, non_blocking=True)
+        rows = torch.tensor([todo[i][0].row for i in members])
         cols = torch.from_numpy(np.stack([table.gather_index(todo[i][1])
                                           for i in members])).to(device, non_blocking=True)
         # The ids ending at each prefix (a range of the sorted ids), flattened over the pairs.
         spans = [table.bounds(todo[i][1])[:2] for i in members]
         ends = [table.sorted_ids[int(lo):int(hi)] for lo, hi in spans]
-        end_rows = torch.repeat_interleave(torch.tensor([todo[i][0].row for i in members]),
-                                           torch.tensor([len(e) for e in ends]))
+        end_rows = torch.repeat_interleave(rows, torch.tensor([len(e) for e in ends]))
         parts, order, endings = by_device.setdefault(device, ([], [], []))
-        parts.append(bank.sums[rows[:, None], cols].flatten())
+        parts.append(bank.sums[rows.to(device, non_blocking=True)[:, None], cols].flatten())
         parts.append(bank.probs[end_rows.to(device, non_blocking=True),
                                 torch.cat(ends).to(device, non_blocking=True)])
         order += members

@@ -117,6 +117,8 @@ class ExactMember:
         self.tree = tree if tree is not None else TokenTree(member.model, member.table)
         self.lane = self.tree.new_lane()
         self.tree.register(lambda: [h.node for h in self.hyps])
+        # Where running ahead from every child pays (``RUN_AHEAD_CHILDREN`` None): not on a CPU.
+        self._accelerated = next(member.model.parameters()).device.type != "cpu"
         self._prompt_probs = np.ones(0)
         # Known text ahead (``_upcoming``): the bytes ``begin`` is reading, then the scored
         # text (teacher forcing: a cursor shared with the row).
@@ -292,9 +294,7 @@ class ExactMember:
         else:  # a batch's rows share their calls already; a guess would only add tokens
             return
         self._chain(best.node, len(best.node), guess, queries, seen)
-        wide = RUN_AHEAD_CHILDREN
-        if wide is None:
-            wide = next(self.tree.model.parameters()).device.type != "cpu"
+        wide = self._accelerated if RUN_AHEAD_CHILDREN is None else RUN_AHEAD_CHILDREN
         if wide and upcoming:
             text = split_utf8(upcoming)[0].encode("utf-8")
             guess = member.token_bytes.encode(text) if text else []
