@@ -123,9 +123,10 @@ class ViewBank:
         # [n, T + 2]: 0, the cumulative sums over the text tokens in sorted order, then the
         # end-of-text mass, so that one gather reads a prefix's 258 boundaries and end of text.
         self.sums = self.probs.new_zeros(n, table.n_text + 2)
-        if n == 1 or self.probs.device.type != "cpu":
+        if self.probs.device.type != "cpu":
             ordered = self.probs.index_select(1, index.sorted_ids)
-        else:  # on a CPU, index_select along the last dimension of a matrix is much slower
+        else:  # on a CPU, index_select along the last dimension of a matrix (even of one
+            # row) is several times slower than along a vector
             ordered = torch.stack([row.index_select(0, index.sorted_ids) for row in self.probs])
         torch.cumsum(ordered, dim=1, out=self.sums[:, 1:-1])
         if len(table.eos_ids):

@@ -405,13 +405,13 @@ class SequenceState(engine.Row):
                     0 <= read <= len(path) and
                     all(p == q + path[:read] for p, q in zip(pending, start, strict=True))):
                 return found
-        weights, log_w, rule = self.weights, self.row_weights.log_w, self.row_weights.weighting
+        ahead = self.row_weights.fork()  # the weights as they will move
         start, path = list(pending), b""
         for _ in range(limit):
             # One greedy step as ``resolve`` and ``generate`` take it: combine, then commit
             # when ε is the argmax, else read the likeliest byte (and move the weights by it).
             dists = [v.distribution(p) for v, p in zip(views, pending, strict=True)]
-            joint = combine(self.rule, dists, weights)
+            joint = combine(self.rule, dists, ahead.weights)
             if joint is None:
                 return {}
             byte = int(np.argmax(joint[:EPS]))
@@ -425,9 +425,9 @@ class SequenceState(engine.Row):
                     return self._predicted(nodes, start, path, {i: p})
             pending = [p + bytes((byte,)) for p in pending]
             path += bytes((byte,))
-            if self.row_weights.moves:
-                log_w = rule.update(log_w, _byte_probs(dists)[:, byte])
-                weights = np.exp(log_w)
+            if ahead.moves:  # what ``distribution`` and ``advance`` do for the weights
+                ahead.byte_probs = _byte_probs(dists)
+                ahead.read(byte)
         return {}
 
     def _predicted(self, nodes: list, start: list[bytes], path: bytes,

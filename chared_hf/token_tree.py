@@ -104,6 +104,9 @@ class TokenTree:
 
     def __init__(self, model: torch.nn.Module, table: ByteTable, slack: int = 64):
         self.model, self.table, self.slack = model, table, slack
+        # Where the model's inputs go and the dtype its attention mask needs: read once (a
+        # tree lives for one ``generate`` or scoring pass, while the model stays put).
+        self.device, self.dtype = model.device, _float_dtype(model)
         self.cache = DynamicCache()
         self.tokens = torch.zeros(1, 0, dtype=torch.long)  # [lanes, slots]: each slot's token
         self.lanes = 0  # lanes handed out (``new_lane``); lane 0 exists regardless
@@ -227,7 +230,7 @@ class TokenTree:
         b = len(queries)
         visible, positions, where = self._mask(queries, lanes)
         width = visible.shape[1]
-        device, dtype = self.model.device, _float_dtype(self.model)
+        device, dtype = self.device, self.dtype
         mask = torch.zeros(visible.shape, dtype=dtype).masked_fill_(
             torch.from_numpy(~visible), torch.finfo(dtype).min)
         tokens = np.full((len(self.tokens), width), PAD_TOKEN, dtype=np.int64)

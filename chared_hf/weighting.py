@@ -30,6 +30,7 @@ distributions (``combine``).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,6 +154,11 @@ class RowWeights:
         the row last returned."""
         if self.moves and self.byte_probs is not None and byte < self.byte_probs.shape[1]:
             self._set(self.weighting.update(self.log_w, self.byte_probs[:, byte]))
+
+    def fork(self) -> RowWeights:
+        """A copy to read bytes ahead with (the greedy steps ahead of ``predicted_commits``),
+        leaving these weights as they are."""
+        return copy.copy(self)  # ``read`` replaces the arrays, never writes into them
 
     def _set(self, log_w: np.ndarray) -> None:
         self.log_w, self.weights = log_w, np.exp(log_w)

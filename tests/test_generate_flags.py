@@ -576,6 +576,51 @@ def test_greedy_steps_ahead_predict_the_next_commits(pair, stories, tok, monkeyp
     assert len(pairs) > 10 and all(m == p for m, p in pairs), pairs
 
 
+
+class Bigram(torch.nn.Module):
+    """A member whose next-token logits depend on the last token only: ``table[last id]``
+    (the inner tiny model keeps the cache and the shapes)."""
+
+    def __init__(self, model, table: torch.Tensor):
+        super().__init__()
+        self.inner, self.table = model, table
+
+    @property
+    def device(self):
+        return self.inner.device
+
+    def forward(self, input_ids, **kwargs):
+        out = self.inner(input_ids=input_ids, **kwargs)
+        out.logits = self.table[input_ids[:, input_ids.shape[1] - out.logits.shape[1]:]]
+        return out
+
+
+@pytest.mark.parametrize(("weighting", "commit"), [("fixed", b"xz"), ("bayes", b"xy")])
+def test_the_steps_ahead_move_the_weights(tok, weighting, commit):
+    """Greedy, after the prompt "s": both members' bytes are x, then y or z, then the token
+    ends. With equal fixed weights the pair reads x (0.51 against q 0.49), then z (0.675);
+    Bayes weights move to 0.902/0.098 on reading x (0.92 against 0.1), so y wins (0.506
+    against 0.494). ``predicted_commits`` must move its weights as the row will to see it."""
+    from chared_hf.state import SequenceState
+
+    ptok = piece_tokenizer(["s", "xy", "xz", "q"])  # ids 3..6 after <unk>, <s>, </s>
+    probs = [{4: 0.506, 5: 0.414, 6: 0.08}, {4: 0.01, 5: 0.09, 6: 0.9}]  # after "s"
+    members = []
+    for seed, after_s in enumerate(probs):
+        table = torch.full((len(ptok), len(ptok)), -1e4)
+        table[:, 3:] = 0.0  # otherwise uniform over the text tokens
+        table[3] = -1e4
+        for i, p in after_s.items():
+            table[3, i] = float(torch.tensor(p).log())
+        members.append((Bigram(tiny_model(len(ptok), seed=seed, bos=1, eos=2), table), ptok))
+    ens = CharEDModel.from_members(members, weights=[0.5, 0.5], weighting=weighting)
+    row = ens._new_row(EnsembleCache(decide="greedy"))
+    assert isinstance(row, SequenceState)
+    row.start(b"s", True)
+    assert row.predicted_commits() == {0: commit, 1: commit}
+    out = ens.generate(**tok("s", return_tensors="pt"), max_new_tokens=3, do_sample=False)
+    assert tok.decode(out[0, 2:4]) == commit.decode()  # what greedy generation reads
+
 # -- unsupported modes ---------------------------------------------------------------------------
 def test_beam_search_is_rejected_clearly(solo, tok):
     enc = _enc(tok, "ab")
