@@ -75,9 +75,10 @@ class Row:
 
     def idle(self, tree, busy: set[int]) -> list:
         """The members whose ``tree`` runs a call in which they queued nothing (their lanes
-        are not in ``busy``) and that take a guess: ``(member, bytes, exact)``, the member
-        (``view``, ``queue_guess``) guessing the likeliest id spelling ``bytes`` (``exact``)
-        or starting with them; none by default."""
+        are not in ``busy``) and that take a guess: ``(member, node, token)``, the member
+        (``pending``, ``queue_guess``) guessing ``token`` after ``node``, or with ``token``
+        None its likeliest token after its pending bytes (``node`` its current node); none
+        by default."""
         return []
 
     def wanted(self, byte: int | None = None) -> list:
@@ -152,14 +153,12 @@ def run_queued(rows: Sequence) -> None:
 
 
 def _guess(idle: list) -> None:
-    """Queue the idle members' guesses: the likeliest id spelling the bytes a member will
-    commit where that is known, else its likeliest token after its pending bytes."""
-    known = [(m, prefix) for m, prefix, exact in idle if exact]
-    for (member, _), (ids, probs) in zip(known, ending([(m.view, p) for m, p in known]),
-                                         strict=True):
-        if len(ids) and float(probs.sum()) > 0:
-            member.queue_guess(int(ids[int(probs.argmax())]))
-    rest = [(m, prefix) for m, prefix, exact in idle if not exact]
-    for (member, _), token in zip(rest, likeliest([(m.view, p) for m, p in rest]),
-                                  strict=True):
-        member.queue_guess(token)
+    """Queue the idle members' guesses (``(member, node, token)``): the token where the row
+    knows it, else the member's likeliest token after its pending bytes."""
+    rest = [(m, node) for m, node, token in idle if token is None]
+    for (member, node), token in zip(rest, likeliest([(n.view, m.pending) for m, n in rest]),
+                                     strict=True):
+        member.queue_guess(node, token)
+    for member, node, token in idle:
+        if token is not None:
+            member.queue_guess(node, token)

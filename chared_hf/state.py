@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from . import engine
-from .byte_view import EOT, EPS, ByteTable, ByteView, gather
+from .byte_view import EOT, EPS, ByteTable, ByteView, ending, gather
 from .combine import combine
 from .engine import TextCursor
 from .token_bytes import TokenBytes, split_utf8
@@ -263,13 +263,13 @@ class MemberState:
             nodes[parent].children.setdefault(t, nodes[q])
         return nodes[len(ids) - 1]
 
-    def queue_guess(self, token: int | None) -> None:
-        """Queue ``token`` (the member's likeliest token that starts with its pending bytes)
-        as a child of the current node, run with the call other rows queued: if the member
-        commits it later, that commit costs no call (``_forward`` finds it)."""
-        if token is not None and token not in self.node.children:
-            self.node.children[token] = self.tree.request_many(
-                [(self.node, token)], lane=self.lane, views=0)[0]
+    def queue_guess(self, node: Node, token: int | None) -> None:
+        """Queue ``token`` as a child of ``node`` (the current node, or a guess run before),
+        run with the call other rows queued: if the member commits it there later, that
+        commit costs no call (``_forward`` finds it)."""
+        if token is not None and token not in node.children:
+            node.children[token] = self.tree.request_many([(node, token)], lane=self.lane,
+                                                          views=0)[0]
 
     # -- per byte --------------------------------------------------------------------------
     def distribution(self) -> np.ndarray | None:
@@ -284,9 +284,7 @@ class MemberState:
         followed by ``byte`` (from the masses the last distribution computed; where those say
         no, the prefix's own range is summed again, as a tiny mass may round away in a
         difference of sums)."""
-        pending = self.pending if pending is None else pending
-        return bool(self.view.masses(pending)[byte] > 0 or
-                    self.view.masses(pending + bytes((byte,))).sum() > 0)
+        return _follows(self.view, self.pending if pending is None else pending, byte)
 
     def commit(self, draws: Draws | None = None) -> None:
         """Commit the pending bytes (the member reads on from a token boundary at once): the
@@ -367,62 +365,83 @@ class SequenceState(engine.Row):
         """The members whose commit waits for its id (``MemberState.finish_commit``)."""
         return [m for m in self.members if m.committing is not None]
 
-    def idle(self, tree: TokenTree, busy: set[int]) -> list[tuple[MemberState, bytes, bool]]:
+    def idle(self, tree: TokenTree, busy: set[int]) -> list[tuple[MemberState, Node, int | None]]:
         """Generation: the members in ``tree`` with nothing queued (lane not in ``busy``)
-        guess their next token (``MemberState.queue_guess``): ``(member, bytes, True)``
-        where the greedy steps ahead show which bytes it commits next (the likeliest id
-        spelling them), else ``(member, pending, False)`` (its likeliest token after the
-        pending bytes). Teacher forcing runs ahead along the text instead."""
+        guess a token to run in the call's padding (``MemberState.queue_guess``):
+        ``(member, node, token)``, the next commit no call has run yet where the greedy steps
+        ahead show it (``predicted_commits``: it may follow commits run by earlier guesses),
+        else ``(member, member.node, None)`` (its likeliest token after the pending bytes).
+        Teacher forcing runs ahead along the text instead."""
         if self.cursor is not None:
             return []
         members = [i for i, m in enumerate(self.members) if m.tree is tree and
-                   m.lane not in busy and m.node is not None and m.node._path is not None]
+                   m.lane not in busy and m.node is not None and m.node.ran]
         if not members:
             return []
         known = self.predicted_commits()
-        return [(self.members[i], known[i], True) if i in known else
-                (self.members[i], self.members[i].pending, False) for i in members]
+        return [(self.members[i], *known[i]) if i in known else
+                (self.members[i], self.members[i].node, None) for i in members]
 
-    def predicted_commits(self, limit: int = PREDICT_BYTES) -> dict[int, bytes]:
-        """Greedy decoding: the bytes each member will commit next (by member index), found
-        by running the greedy steps ahead on the host from the members' current views (no
-        forward call is needed until a member commits), the weights moving as they will.
+    def predicted_commits(self, limit: int = PREDICT_BYTES) -> dict[int, tuple[Node, int]]:
+        """Greedy decoding: each member's next commit that no call has run yet (by member
+        index): the node it follows and the token (the likeliest id spelling its bytes).
+        Found by running the greedy steps ahead on the host from the members' views, the
+        weights moving as they will, through commits whose token an earlier call ran already
+        (a guess), until a member commits a token not run yet: its view after it is unknown.
         Exact under greedy decoding without logits processors; otherwise a guess. Empty where
         it cannot tell (sampling, a member whose call has not run or that runs on a device,
-        end of text, ``limit`` bytes without a commit)."""
-        if self.decide != "greedy" or any(m.node is None or m.node._path is None
-                                          for m in self.members):
+        end of text, ``limit`` bytes without such a commit)."""
+        nodes = [m.node for m in self.members]
+        if self.decide != "greedy" or any(n is None or not n.ran for n in nodes):
             return {}  # a member's call has not run: its next view is not known yet
-        views = [m.view for m in self.members]
-        if any(v.bank.host is None for v in views):
+        if any(n.view.bank.host is None for n in nodes):
             return {}  # on a device each step ahead would cost a copy to the host
         pending = [m.pending for m in self.members]
-        nodes = [m.node for m in self.members]
         if self._prediction is not None:  # asked again further along the same steps
             known_nodes, start, path, found = self._prediction
             read = len(pending[0]) - len(start[0])
             if (all(a is b for a, b in zip(known_nodes, nodes, strict=True)) and
                     0 <= read <= len(path) and
-                    all(p == q + path[:read] for p, q in zip(pending, start, strict=True))):
-                return found
+                    all(p == q + path[:read] for p, q in zip(pending, start, strict=True)) and
+                    all(token not in node.children for node, token in found.values())):
+                return found  # (a guess queued since: the steps ahead now go past it)
         ahead = self.row_weights.fork()  # the weights as they will move
-        start, path = list(pending), b""
+        start, path, at = list(pending), b"", list(nodes)
         for _ in range(limit):
             # One greedy step as ``resolve`` and ``generate`` take it: combine, then commit
             # when ε is the argmax, else read the likeliest byte (and move the weights by it).
+            views = [n.view for n in at]
             dists = [v.distribution(p) for v, p in zip(views, pending, strict=True)]
             joint = combine(self.rule, dists, ahead.weights)
             if joint is None:
                 return {}
             byte = int(np.argmax(joint[:EPS]))
             if joint[EPS] > 0 and joint[EPS] >= joint[byte]:  # the joint commit
-                return self._predicted(nodes, start, path,
-                                       {i: p for i, p in enumerate(pending) if p})
-            if byte == EOT:
+                byte, commits = None, [i for i, p in enumerate(pending) if p]
+            elif byte == EOT:
                 return {}
-            for i, (m, p) in enumerate(zip(self.members, pending, strict=True)):
-                if p and not m.can_follow(byte, p):  # it commits alone before reading `byte`
-                    return self._predicted(nodes, start, path, {i: p})
+            else:  # lone commits: members that cannot read `byte` after their pending bytes
+                commits = [i for i, p in enumerate(pending)
+                           if p and not _follows(views[i], p, byte)]
+            # A commit whose token was run (a guess) goes on from its node; one that was not
+            # is the prediction.
+            found = {}
+            for i in commits:
+                ids, probs = ending([(views[i], pending[i])])[0]
+                if not len(ids) or float(probs.sum()) <= 0:
+                    return self._predicted(nodes, start, path, found)  # several tokens
+                token = int(ids[int(probs.argmax())])
+                child = at[i].children.get(token)
+                if child is None:
+                    found[i] = (at[i], token)
+                elif not child.ran:
+                    return {}  # queued already: asked again once it has run, it goes on
+                else:
+                    at[i], pending[i] = child, b""
+            if found:
+                return self._predicted(nodes, start, path, found)
+            if byte is None:
+                continue  # after the joint commit, the next byte's distribution
             pending = [p + bytes((byte,)) for p in pending]
             path += bytes((byte,))
             if ahead.moves:  # what ``distribution`` and ``advance`` do for the weights
@@ -431,9 +450,9 @@ class SequenceState(engine.Row):
         return {}
 
     def _predicted(self, nodes: list, start: list[bytes], path: bytes,
-                   found: dict[int, bytes]) -> dict[int, bytes]:
+                   found: dict[int, tuple[Node, int]]) -> dict[int, tuple[Node, int]]:
         """Keep a prediction: asked again after reading part of ``path`` from the same nodes,
-        the steps ahead would find the same commits."""
+        before any of its guesses was queued, the steps ahead would find the same commits."""
         self._prediction = (nodes, start, path, found)
         return found
 
@@ -559,6 +578,13 @@ class SequenceState(engine.Row):
         back = after[byte] <= keep[byte]
         for m, snap in zip(self.members, snaps, strict=True):
             m.restore(snap if back else None)
+
+
+def _follows(view: ByteView, pending: bytes, byte: int) -> bool:
+    """Whether some token with mass starts with ``pending`` followed by ``byte``
+    (``MemberState.can_follow``)."""
+    return bool(view.masses(pending)[byte] > 0 or
+                view.masses(pending + bytes((byte,))).sum() > 0)
 
 
 def as_weighting(weighting: Weighting | list[float]) -> Weighting:

@@ -74,6 +74,11 @@ class Node:
         self.scores: torch.Tensor | None = None
 
     @property
+    def ran(self) -> bool:
+        """Whether the node's call has run (it has slots and a distribution)."""
+        return self._path is not None
+
+    @property
     def path(self) -> torch.Tensor:
         if self._path is None:
             raise RuntimeError("token tree: this node's call is still queued; run the tree's "

@@ -548,13 +548,16 @@ def test_greedy_steps_ahead_predict_the_next_commits(pair, stories, tok, monkeyp
     from chared_hf.state import MemberState, SequenceState
 
     predicted, committed, alive = [], {}, []  # alive: no node's id is reused
+    beyond = [0]  # predictions after a commit that an earlier guess ran
     predict = SequenceState.predicted_commits
 
     def recording(self, *args, **kwargs):
         found = predict(self, *args, **kwargs)
-        predicted.extend((id(self.members[i]), id(self.members[i].node), p)
-                         for i, p in found.items())
-        alive.extend(m.node for m in self.members)
+        beyond[0] += sum(node is not self.members[i].node for i, (node, _) in found.items())
+        predicted.extend((id(self.members[i]), id(node),
+                          self.members[i].member.token_bytes.pieces[token])
+                         for i, (node, token) in found.items())
+        alive.extend(node for node, _ in found.values())
         return found
 
     finish = MemberState.finish_commit
@@ -574,6 +577,7 @@ def test_greedy_steps_ahead_predict_the_next_commits(pair, stories, tok, monkeyp
     made = [committed.get((member, node)) for member, node, _ in predicted]
     pairs = [(m, p) for m, (*_, p) in zip(made, predicted, strict=True) if m is not None]
     assert len(pairs) > 10 and all(m == p for m, p in pairs), pairs
+    assert beyond[0] > 0
 
 
 
@@ -617,7 +621,8 @@ def test_the_steps_ahead_move_the_weights(tok, weighting, commit):
     row = ens._new_row(EnsembleCache(decide="greedy"))
     assert isinstance(row, SequenceState)
     row.start(b"s", True)
-    assert row.predicted_commits() == {0: commit, 1: commit}
+    token = {b"xy": 4, b"xz": 5}[commit]
+    assert row.predicted_commits() == {i: (m.node, token) for i, m in enumerate(row.members)}
     out = ens.generate(**tok("s", return_tensors="pt"), max_new_tokens=3, do_sample=False)
     assert tok.decode(out[0, 2:4]) == commit.decode()  # what greedy generation reads
 
