@@ -7,13 +7,15 @@ over the first ``--bytes`` bytes of each corpus chunk (``common.corpus``: a chil
 HumanEval solutions, GSM8K answers), one thread:
 
     python benchmarks/pruning.py [--members stories smollm2] [--bytes 120] [--k 8]
-        [--floors 0 1e-4 1e-3 1e-2] [--no-compare] [--children]
+        [--floors 0 1e-4 1e-3 1e-2] [--no-compare] [--lineages] [--children]
 
 Reported per member and θ: bits per byte (every byte counted), the interval
 ``[lower, upper]`` and its width relative to the figure, ms per byte, and the member's forward
 calls and tokens per byte; each once with run-ahead (``exact.RUN_AHEAD_BYTES``) from the
-heaviest hypothesis, once without (``--no-compare``: with only), and with ``--children`` once
-running ahead from every child a call runs too (``exact.RUN_AHEAD_CHILDREN``).
+heaviest hypothesis (and the lighter ones' next tokens, ``exact.RUN_AHEAD_LINEAGE_TOKENS``),
+once without (``--no-compare``: with only); with ``--lineages`` once from the heaviest
+hypothesis only, and with ``--children`` once running ahead from every child a call runs too
+(``exact.RUN_AHEAD_CHILDREN``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from chared_hf import CharEDModel, exact
 from chared_hf.scoring import LN2, exact_score
 
 RUN_AHEAD = exact.RUN_AHEAD_BYTES
+LINEAGE_TOKENS = exact.RUN_AHEAD_LINEAGE_TOKENS
 
 
 def run(pair, texts: list[str], k: int, floor: float, ahead: str) -> dict:
@@ -35,6 +38,7 @@ def run(pair, texts: list[str], k: int, floor: float, ahead: str) -> dict:
                                    prune_below=floor)
     exact.RUN_AHEAD_BYTES = RUN_AHEAD if ahead != "no" else 0
     exact.RUN_AHEAD_CHILDREN = ahead == "from every child"
+    exact.RUN_AHEAD_LINEAGE_TOKENS = 0 if ahead == "from the best only" else LINEAGE_TOKENS
     clock = ForwardClock([pair[0]])
     nats, lower, upper, n = 0.0, 0.0, 0.0, 0
     start = time.perf_counter()
@@ -61,6 +65,9 @@ def main() -> None:
     parser.add_argument("--floors", type=float, nargs="+", default=[0.0, 1e-4, 1e-3, 1e-2])
     parser.add_argument("--no-compare", action="store_true",
                         help="run ahead only (no side-by-side run without it)")
+    parser.add_argument("--lineages", action="store_true",
+                        help="also run ahead from the heaviest hypothesis only, without the "
+                             "lighter ones' next tokens (exact.RUN_AHEAD_LINEAGE_TOKENS=0)")
     parser.add_argument("--children", action="store_true",
                         help="also run ahead from every child a call runs (exact."
                              "RUN_AHEAD_CHILDREN, the default on accelerators)")
@@ -71,8 +78,8 @@ def main() -> None:
     rows = []
     for name in args.members:
         for floor in args.floors:
-            modes = ["from the best"] + ["from every child"] * args.children + (
-                [] if args.no_compare else ["no"])
+            modes = (["from the best"] + ["from the best only"] * args.lineages +
+                     ["from every child"] * args.children + ([] if args.no_compare else ["no"]))
             for ahead in modes:
                 rows.append({"member": name, "K": args.k, "prune_below": floor,
                              "run_ahead": ahead, **run(members[name], texts, args.k, floor,

@@ -37,7 +37,8 @@ lane (prompts, generation and teacher-forced scoring alike).
 Slots no hypothesis uses any more are dropped now and then.
 On known text (a prompt being read, a scored text) such a call also runs ahead from the
 heaviest hypothesis along the member's own tokenization of the next ``RUN_AHEAD_BYTES``, with
-the shorter and the one-byte tokens inside each of its tokens (``_run_ahead``); for a member on
+the shorter and the one-byte tokens inside each of its tokens (``_run_ahead``), and each
+lighter hypothesis' next few tokens along it (``RUN_AHEAD_LINEAGE_TOKENS``); for a member on
 an accelerator, from every child the call runs too (``RUN_AHEAD_CHILDREN``: less than half
 the calls, several times the tokens). Every node run is kept as a child of its parent, so a
 later byte whose children were run ahead costs no call.
@@ -81,6 +82,12 @@ RUN_AHEAD_BYTES = 32  # how far along known text (a prompt, a scored text) a cal
 # the tokens): None turns it on for members on an accelerator, where a call's cost barely
 # depends on its tokens, and off on a CPU, where each token costs a share of a call.
 RUN_AHEAD_CHILDREN: bool | None = None
+# On known text, each lighter hypothesis runs ahead too: its next tokens (at most this many
+# not run yet) in the member's own tokenization of its pending bytes and the text ahead. A
+# tokenization that split one word differently follows the same tokens afterwards with a
+# steady share of the mass, so the floor never drops it, and without this it costs a call at
+# each of its token ends (``benchmarks/README.md``); 0 turns it off.
+RUN_AHEAD_LINEAGE_TOKENS = 2
 
 
 @dataclass
@@ -272,9 +279,11 @@ class ExactMember:
     def _run_ahead(self, queries: list[tuple[Node | int, int]]) -> None:
         """Append to ``queries`` the children that later bytes will likely need, along a guess
         of the tokens ahead: on known text, the member's own tokenization of the pending bytes
-        and the text ahead, from the heaviest hypothesis and (``RUN_AHEAD_CHILDREN``) from
+        and the text ahead, from the heaviest hypothesis (its next
+        ``RUN_AHEAD_LINEAGE_TOKENS`` from each lighter one) and (``RUN_AHEAD_CHILDREN``) from
         each child this call runs; in generation of one row, the member's likeliest token
-        that continues the heaviest hypothesis' pending bytes (in a batch the rows share their
+        that continues the heaviest hypothesis' pending bytes (and the lighter hypotheses'
+        next tokens along the text it spells; in a batch the rows share their
         calls already, so a guess would only add tokens: ``benchmarks/README.md``). Inside
         each guessed token, every shorter token a hypothesis can end at, and the token's
         bytes one per token (the protected lineage). Nothing where the guess was run ahead
@@ -287,19 +296,47 @@ class ExactMember:
         upcoming = self._upcoming()
         text = split_utf8(best.pending + upcoming)[0].encode("utf-8")  # whole characters
         if len(text) > len(best.pending):
-            guess = member.token_bytes.encode(text)
+            guess, ahead = member.token_bytes.encode(text), upcoming
         elif self.tree.lanes == 1:  # nothing known ahead: the likeliest continuation
             likeliest = best.view.likeliest_extension(best.pending)
             guess = [likeliest] if likeliest is not None else []
+            ahead = (member.token_bytes.pieces[likeliest] or b"")[len(best.pending):] if (
+                likeliest is not None) else b""  # the text that guess spells
         else:  # a batch's rows share their calls already; a guess would only add tokens
             return
         self._chain(best.node, len(best.node), guess, queries, seen)
+        if ahead and RUN_AHEAD_LINEAGE_TOKENS > 0:
+            for h in self.hyps:  # the lighter tokenizations: their next tokens along it
+                if h is not best:
+                    self._next_tokens(h.node, h.pending + ahead, queries, seen)
         wide = self._accelerated if RUN_AHEAD_CHILDREN is None else RUN_AHEAD_CHILDREN
         if wide and upcoming:
             text = split_utf8(upcoming)[0].encode("utf-8")
             guess = member.token_bytes.encode(text) if text else []
             for q in range(needed):  # each child this byte needs: the text ahead from it
                 self._chain(q, len(queries[q][0]) + 1, guess, queries, seen)
+
+    def _next_tokens(self, node: Node, text: bytes, queries: list[tuple[Node | int, int]],
+                     seen: dict) -> None:
+        """Queue, after ``node``, the member's own tokenization of ``text`` (whole
+        characters), following the nodes run before and adding at most
+        ``RUN_AHEAD_LINEAGE_TOKENS`` new ones: each call extends a lighter hypothesis' run
+        ahead by a few tokens, which keeps it ahead of the text at little cost."""
+        text = split_utf8(text)[0].encode("utf-8")
+        parent: Node | int = node
+        added = 0
+        for t in self.member.token_bytes.encode(text) if text else []:
+            if isinstance(parent, Node) and t in parent.children:
+                parent = parent.children[t]  # run before: go on from it
+                continue
+            if added == RUN_AHEAD_LINEAGE_TOKENS:
+                return
+            added += 1
+            key = (_key(parent), t)
+            if key not in seen:
+                seen[key] = len(queries)
+                queries.append((parent, t))
+            parent = seen[key]
 
     def _chain(self, parent: Node | int, length: int, guess: list[int],
                queries: list[tuple[Node | int, int]], seen: dict) -> None:

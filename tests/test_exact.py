@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import asset_path, load_tokenizer, piece_tokenizer, text_logprob, tiny_model
+from conftest import REPO, asset_path, load_tokenizer, piece_tokenizer, text_logprob, tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -496,6 +496,51 @@ def test_exact_scoring_runs_ahead_along_the_text(stories, monkeypatch):
     assert torch.allclose(logits.exp(), plain.exp(), atol=1e-6, rtol=0)
     assert torch.allclose(wide.exp(), plain.exp(), atol=1e-6, rtol=0)
 
+
+
+def test_lighter_tokenizations_run_their_next_tokens_ahead(stories, monkeypatch):
+    """Along a story, tokenizations that split a word differently follow the same tokens
+    afterwards, with a steady share of the mass (the floor keeps them). Each call also runs
+    every lighter hypothesis' next tokens (``RUN_AHEAD_LINEAGE_TOKENS``), along the text in
+    scoring and along the guessed token in generation: fewer calls, the same distributions
+    to 1e-6 and the same generated text."""
+    import chared_hf.exact as exact
+
+    stories = _float64(stories)
+    text = (REPO / "benchmarks" / "data" / "story.txt").read_text()[:600]
+    ids = torch.tensor([[256, *text.encode(), EOS_ID]])
+
+    def run(tokens: int):
+        monkeypatch.setattr(exact, "RUN_AHEAD_LINEAGE_TOKENS", tokens)
+        ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8,
+                                       prune_below=1e-4)
+        out = ens(input_ids=ids)
+        return out.logits[0].double(), out.cache.rows[0].members[0].forwards
+
+    logits, calls = run(2)
+    plain, plain_calls = run(0)
+    assert calls < 0.8 * plain_calls, (calls, plain_calls)
+    assert torch.allclose(logits.exp(), plain.exp(), atol=1e-6, rtol=0)
+
+    prompts = ["The little dog ran to the", "def fibonacci(n):\n"]
+
+    def generate(tokens: int):
+        monkeypatch.setattr(exact, "RUN_AHEAD_LINEAGE_TOKENS", tokens)
+        ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8,
+                                       prune_below=1e-4)
+        out, calls = [], 0
+        for prompt in prompts:  # one row at a time: a batch's rows guess nothing
+            o = ens.generate(**ByteTokenizer()(prompt, return_tensors="pt"), max_new_tokens=32,
+                             return_dict_in_generate=True, output_scores=True)
+            out.append((o.sequences, torch.stack(o.scores)))
+            calls += o.cache.rows[0].members[0].forwards
+        return out, calls
+
+    (seqs, calls), (plain_seqs, plain_calls) = generate(2), generate(0)
+    assert calls < plain_calls, (calls, plain_calls)
+    for (a, sa), (b, sb) in zip(seqs, plain_seqs, strict=True):
+        assert torch.equal(a, b)
+        assert torch.allclose(sa.double().softmax(-1), sb.double().softmax(-1), atol=1e-6)
 
 def test_exact_generation_reads_its_prompt_ahead_and_guesses_the_next_token(stories,
                                                                            monkeypatch):
