@@ -11,11 +11,12 @@ HumanEval solutions, GSM8K answers), one thread:
 
 Reported per member and θ: bits per byte (every byte counted), the interval
 ``[lower, upper]`` and its width relative to the figure, ms per byte, and the member's forward
-calls and tokens per byte; each once with run-ahead (``exact.RUN_AHEAD_BYTES``) from the
-heaviest hypothesis (and the lighter ones' next tokens, ``exact.RUN_AHEAD_LINEAGE_TOKENS``),
-once without (``--no-compare``: with only); with ``--lineages`` once from the heaviest
-hypothesis only, and with ``--children`` once running ahead from every child a call runs too
-(``exact.RUN_AHEAD_CHILDREN``).
+calls and tokens per byte (with ``--own``, the member's own forward over the same texts: its
+bits per byte, time and the ratio). Each setting runs ahead (``exact.RUN_AHEAD_BYTES``) from
+the heaviest hypothesis, with the lighter ones' next tokens
+(``exact.RUN_AHEAD_LINEAGE_TOKENS``), and once without running ahead (``--no-compare``: not);
+``--lineages`` adds a run from the heaviest hypothesis only, ``--children`` one from every
+child a call runs too (``exact.RUN_AHEAD_CHILDREN``).
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ import torch
 from common import ForwardClock, corpus, load_members, print_table, write_json
 
 from chared_hf import CharEDModel, exact
-from chared_hf.scoring import LN2, exact_score
+from chared_hf.scoring import LN2, exact_score, own_logprob
 
 RUN_AHEAD = exact.RUN_AHEAD_BYTES
 LINEAGE_TOKENS = exact.RUN_AHEAD_LINEAGE_TOKENS
 
 
-def run(pair, texts: list[str], k: int, floor: float, ahead: str) -> dict:
+def run(pair, texts: list[str], k: int, floor: float, ahead: str, own: bool = False
+        ) -> dict:
     ens = CharEDModel.from_members([pair], marginalization="exact", max_hypotheses=k,
                                    prune_below=floor)
     exact.RUN_AHEAD_BYTES = RUN_AHEAD if ahead != "no" else 0
@@ -52,9 +54,16 @@ def run(pair, texts: list[str], k: int, floor: float, ahead: str) -> dict:
         handle.remove()
     bits = -nats / LN2 / n
     low, high = -upper / LN2 / n, -lower / LN2 / n
-    return {"bits_per_byte": bits, "interval": f"[{low:.4f}, {high:.4f}]",
-            "width_%": 100 * (high - low) / bits, "ms_per_byte": 1000 * seconds / n,
-            "calls_per_byte": clock.calls / n, "tokens_per_byte": clock.tokens / n}
+    out = {"bits_per_byte": bits, "interval": f"[{low:.4f}, {high:.4f}]",
+           "width_%": 100 * (high - low) / bits, "ms_per_byte": 1000 * seconds / n,
+           "calls_per_byte": clock.calls / n, "tokens_per_byte": clock.tokens / n}
+    if own:  # the member's own forward over its tokenization of the same texts
+        start = time.perf_counter()
+        own_nats = sum(own_logprob(*pair, text) for text in texts)
+        own_seconds = time.perf_counter() - start
+        out.update(own_bits_per_byte=-own_nats / LN2 / n, own_ms_per_byte=1000 * own_seconds / n,
+                   ratio_to_own=seconds / own_seconds)
+    return out
 
 
 def main() -> None:
@@ -65,6 +74,8 @@ def main() -> None:
     parser.add_argument("--floors", type=float, nargs="+", default=[0.0, 1e-4, 1e-3, 1e-2])
     parser.add_argument("--no-compare", action="store_true",
                         help="run ahead only (no side-by-side run without it)")
+    parser.add_argument("--own", action="store_true",
+                        help="also time the member's own forward over the same texts")
     parser.add_argument("--lineages", action="store_true",
                         help="also run ahead from the heaviest hypothesis only, without the "
                              "lighter ones' next tokens (exact.RUN_AHEAD_LINEAGE_TOKENS=0)")
@@ -83,10 +94,11 @@ def main() -> None:
             for ahead in modes:
                 rows.append({"member": name, "K": args.k, "prune_below": floor,
                              "run_ahead": ahead, **run(members[name], texts, args.k, floor,
-                                                       ahead)})
+                                                       ahead, own=args.own)})
                 print(rows[-1], flush=True)
     print_table(rows, ["member", "K", "prune_below", "run_ahead", "bits_per_byte", "interval",
-                       "width_%", "ms_per_byte", "calls_per_byte", "tokens_per_byte"])
+                       "width_%", "ms_per_byte", "calls_per_byte", "tokens_per_byte"] + (
+                           ["own_bits_per_byte", "own_ms_per_byte", "ratio_to_own"] * args.own))
     path = write_json("pruning", {"args": vars(args), "rows": rows})
     print(f"written to {path}")
 
