@@ -131,7 +131,8 @@ class Draws:
 
 
 SPECULATE_BYTES = 128  # how far ahead a member's forward call runs the text when scoring
-PREDICT_BYTES = 32  # how far greedy steps are run ahead to find an idle row's next commit
+PREDICT_BYTES = 16  # how far greedy steps run ahead of a row to find its next commits
+# (at batch 8: as few calls as with 32 and fewer steps computed; 8 made 7 more calls)
 
 
 class MemberState:
@@ -349,7 +350,7 @@ class SequenceState(engine.Row):
         self._next: np.ndarray | None = None  # the next byte's distribution, once resolved
         self._prompt_bytes: int | None = None  # a prompt the weights have not read yet
         self._branch = None  # (snapshots, continue-masses, commit-masses) while undecided
-        self._prediction: tuple | None = None  # the last ``predicted_commits`` and its steps
+        self._ahead: _Ahead | None = None  # the greedy steps ahead (``predicted_commits``)
 
     @property
     def weights(self) -> np.ndarray:
@@ -388,73 +389,72 @@ class SequenceState(engine.Row):
         Found by running the greedy steps ahead on the host from the members' views, the
         weights moving as they will, through commits whose token an earlier call ran already
         (a guess), until a member commits a token not run yet: its view after it is unknown.
-        Exact under greedy decoding without logits processors; otherwise a guess. Empty where
-        it cannot tell (sampling, a member whose call has not run or that runs on a device,
-        end of text, ``limit`` bytes without such a commit)."""
+        Asked again while the row reads along those steps, the steps ahead go on from where
+        they stopped (``_Ahead``). Exact under greedy decoding without logits processors;
+        otherwise a guess. Empty where it cannot tell (sampling, a member whose call has not
+        run or that runs on a device, end of text, ``limit`` bytes without such a commit)."""
         nodes = [m.node for m in self.members]
         if self.decide != "greedy" or any(n is None or not n.ran for n in nodes):
             return {}  # a member's call has not run: its next view is not known yet
         if any(n.view.bank.host is None for n in nodes):
             return {}  # on a device each step ahead would cost a copy to the host
         pending = [m.pending for m in self.members]
-        if self._prediction is not None:  # asked again further along the same steps
-            known_nodes, start, path, found = self._prediction
-            read = len(pending[0]) - len(start[0])
-            if (all(a is b for a, b in zip(known_nodes, nodes, strict=True)) and
-                    0 <= read <= len(path) and
-                    all(p == q + path[:read] for p, q in zip(pending, start, strict=True)) and
-                    all(token not in node.children for node, token in found.values())):
-                return found  # (a guess queued since: the steps ahead now go past it)
-        ahead = self.row_weights.fork()  # the weights as they will move
-        start, path, at = list(pending), b"", list(nodes)
-        for _ in range(limit):
-            # One greedy step as ``resolve`` and ``generate`` take it: combine, then commit
-            # when ε is the argmax, else read the likeliest byte (and move the weights by it).
-            views = [n.view for n in at]
-            dists = [v.distribution(p) for v, p in zip(views, pending, strict=True)]
-            joint = combine(self.rule, dists, ahead.weights)
-            if joint is None:
-                return {}
-            byte = int(np.argmax(joint[:EPS]))
-            if joint[EPS] > 0 and joint[EPS] >= joint[byte]:  # the joint commit
-                byte, commits = None, [i for i, p in enumerate(pending) if p]
-            elif byte == EOT:
-                return {}
-            else:  # lone commits: members that cannot read `byte` after their pending bytes
-                commits = [i for i, p in enumerate(pending)
-                           if p and not _follows(views[i], p, byte)]
-            # A commit whose token was run (a guess) goes on from its node; one that was not
-            # is the prediction.
-            found = {}
-            for i in commits:
-                ids, probs = ending([(views[i], pending[i])])[0]
-                if not len(ids) or float(probs.sum()) <= 0:
-                    return self._predicted(nodes, start, path, found)  # several tokens
+        ahead = self._ahead
+        if ahead is None or not ahead.follows(nodes, pending):
+            ahead = self._ahead = _Ahead(nodes, pending, self.row_weights.fork())
+        elif ahead.ended or ahead.found and all(
+                token not in node.children for node, token in ahead.found.values()):
+            return ahead.found  # nothing new since it stopped
+        return self._steps_ahead(ahead, limit)
+
+    def _steps_ahead(self, ahead: _Ahead, limit: int) -> dict[int, tuple[Node, int]]:
+        """Run the greedy steps ahead from where ``ahead`` stopped (see ``predicted_commits``)."""
+        ahead.found = {}
+        while len(ahead.path) - ahead.row_at < limit:
+            if ahead.todo is None:
+                # One greedy step as ``resolve`` and ``generate`` take it: combine, then
+                # commit when ε is the argmax, else read the likeliest byte; members that
+                # cannot read it after their pending bytes commit alone first.
+                views = [n.view for n in ahead.at]
+                gather(list(zip(views, ahead.pending, strict=True)))  # every member's at once
+                dists = [v.distribution(p) for v, p in zip(views, ahead.pending, strict=True)]
+                joint = combine(self.rule, dists, ahead.weights.weights)
+                if joint is None:
+                    return ahead.end()
+                byte = int(np.argmax(joint[:EPS]))
+                if joint[EPS] > 0 and joint[EPS] >= joint[byte]:  # the joint commit
+                    ahead.byte, ahead.todo = None, [i for i, p in enumerate(ahead.pending) if p]
+                elif byte == EOT:
+                    return ahead.end()
+                else:
+                    ahead.byte, ahead.todo = byte, [
+                        i for i, (n, p) in enumerate(zip(ahead.at, ahead.pending, strict=True))
+                        if p and not _follows(n.view, p, byte)]
+                ahead.dists, ahead.committed = dists, bool(ahead.todo)
+            # The step's commits: through a token run before (a guess) to its node; one not
+            # run yet is the prediction.
+            for i in list(ahead.todo):
+                ids, probs = ending([(ahead.at[i].view, ahead.pending[i])])[0]
+                if not len(ids) or float(probs.sum()) <= 0:  # the member's tokenization:
+                    ahead.ended = True  # several tokens, the steps after them unknown
+                    return ahead.found
                 token = int(ids[int(probs.argmax())])
-                child = at[i].children.get(token)
+                child = ahead.at[i].children.get(token)
                 if child is None:
-                    found[i] = (at[i], token)
+                    ahead.found[i] = (ahead.at[i], token)
                 elif not child.ran:
                     return {}  # queued already: asked again once it has run, it goes on
                 else:
-                    at[i], pending[i] = child, b""
-            if found:
-                return self._predicted(nodes, start, path, found)
-            if byte is None:
-                continue  # after the joint commit, the next byte's distribution
-            pending = [p + bytes((byte,)) for p in pending]
-            path += bytes((byte,))
-            if ahead.moves:  # what ``distribution`` and ``advance`` do for the weights
-                ahead.byte_probs = _byte_probs(dists)
-                ahead.read(byte)
-        return {}
-
-    def _predicted(self, nodes: list, start: list[bytes], path: bytes,
-                   found: dict[int, tuple[Node, int]]) -> dict[int, tuple[Node, int]]:
-        """Keep a prediction: asked again after reading part of ``path`` from the same nodes,
-        before any of its guesses was queued, the steps ahead would find the same commits."""
-        self._prediction = (nodes, start, path, found)
-        return found
+                    ahead.at[i], ahead.pending[i] = child, b""
+                    ahead.todo.remove(i)
+            if ahead.found:
+                return ahead.found
+            if ahead.committed:
+                ahead.passed()
+            ahead.todo = None
+            if ahead.byte is not None:  # read the byte (the weights too)
+                ahead.read(ahead.byte)
+        return ahead.end()
 
     def wanted(self, byte: int | None = None) -> list[tuple[ByteView, bytes]]:
         """The members' views and pending bytes, whose masses the next phase reads (reading a
@@ -578,6 +578,57 @@ class SequenceState(engine.Row):
         back = after[byte] <= keep[byte]
         for m, snap in zip(self.members, snaps, strict=True):
             m.restore(snap if back else None)
+
+
+class _Ahead:
+    """The greedy steps ahead of ``predicted_commits``, kept where they stopped: the bytes read
+    ahead (``path``), each member's node and pending bytes there, the weights, the stopped
+    step's commits still to make (``todo``, then the ``byte`` to read; None: a joint commit),
+    and the points along the way where the row may stand when asked again (``bases``: the
+    members' nodes and pending bytes at an offset into ``path``; a later one after each step
+    whose commits went through tokens run before)."""
+
+    def __init__(self, nodes: list[Node], pending: list[bytes], weights: RowWeights):
+        self.bases = [(list(nodes), list(pending), 0)]
+        self.path, self.row_at = b"", 0  # the bytes read ahead; where the row stands in them
+        self.at, self.pending, self.weights = list(nodes), list(pending), weights
+        self.todo: list[int] | None = None
+        self.byte: int | None = None
+        self.dists: list = []
+        self.committed = False  # the stopped step has commits
+        self.found: dict[int, tuple[Node, int]] = {}
+        self.ended = False
+
+    def follows(self, nodes: list[Node], pending: list[bytes]) -> bool:
+        """Whether a row at ``nodes`` with ``pending`` bytes stands along these steps (then
+        ``row_at`` says where, and the points behind it are forgotten)."""
+        for k in range(len(self.bases) - 1, -1, -1):
+            base_nodes, start, offset = self.bases[k]
+            read = len(pending[0]) - len(start[0])
+            if (all(a is b for a, b in zip(base_nodes, nodes, strict=True)) and
+                    0 <= read <= len(self.path) - offset and
+                    all(p == q + self.path[offset:offset + read]
+                        for p, q in zip(pending, start, strict=True))):
+                self.bases, self.row_at = self.bases[k:], offset + read
+                return True
+        return False
+
+    def passed(self) -> None:
+        """The step's commits went through tokens run before: the row may stand here later."""
+        self.bases.append((list(self.at), list(self.pending), len(self.path)))
+
+    def read(self, byte: int) -> None:
+        """Every member reads ``byte``; the weights move by it as ``advance`` moves them."""
+        self.pending = [p + bytes((byte,)) for p in self.pending]
+        self.path += bytes((byte,))
+        if self.weights.moves:
+            self.weights.byte_probs = _byte_probs(self.dists)
+            self.weights.read(byte)
+
+    def end(self) -> dict:
+        """Nothing to predict along these steps (kept, so that asking again costs nothing)."""
+        self.found, self.ended = {}, True
+        return self.found
 
 
 def _follows(view: ByteView, pending: bytes, byte: int) -> bool:

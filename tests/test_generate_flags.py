@@ -544,14 +544,17 @@ def test_greedy_steps_ahead_predict_the_next_commits(pair, stories, tok, monkeyp
                                                     weighting):
     """Under greedy decoding, the commits ``predicted_commits`` finds are the ones that
     happen, with weights that move too: from the node it was predicted at, each member
-    commits exactly the predicted bytes (where it commits before the text ends)."""
-    from chared_hf.state import MemberState, SequenceState
+    commits exactly the predicted bytes (where it commits before the text ends). Some are
+    found past commits that earlier guesses ran, and asked again the steps ahead mostly go
+    on where they stopped (or from a later point along them) instead of starting over."""
+    from chared_hf.state import MemberState, SequenceState, _Ahead
 
     predicted, committed, alive = [], {}, []  # alive: no node's id is reused
-    beyond = [0]  # predictions after a commit that an earlier guess ran
+    beyond, asks = [0], [0]  # predictions after a commit an earlier guess ran; asks
     predict = SequenceState.predicted_commits
 
     def recording(self, *args, **kwargs):
+        asks[0] += 1
         found = predict(self, *args, **kwargs)
         beyond[0] += sum(node is not self.members[i].node for i, (node, _) in found.items())
         predicted.extend((id(self.members[i]), id(node),
@@ -567,8 +570,16 @@ def test_greedy_steps_ahead_predict_the_next_commits(pair, stories, tok, monkeyp
         alive.append(self.node)
         finish(self, ending)
 
+    started = [0]  # steps ahead started over, not resumed (``_Ahead``)
+    fresh = _Ahead.__init__
+
+    def starting(self, *args):
+        started[0] += 1
+        fresh(self, *args)
+
     monkeypatch.setattr(SequenceState, "predicted_commits", recording)
     monkeypatch.setattr(MemberState, "finish_commit", finishing)
+    monkeypatch.setattr(_Ahead, "__init__", starting)
     duo = CharEDModel.from_members([pair, stories], weights=[0.5, 0.5], weighting=weighting,
                                    switch_rate=0.05)
     prompts = ["Once upon a time", "The little dog", "Tom and his mom", "One day, Lily"]
@@ -578,6 +589,7 @@ def test_greedy_steps_ahead_predict_the_next_commits(pair, stories, tok, monkeyp
     pairs = [(m, p) for m, (*_, p) in zip(made, predicted, strict=True) if m is not None]
     assert len(pairs) > 10 and all(m == p for m, p in pairs), pairs
     assert beyond[0] > 0
+    assert started[0] < asks[0] / 2  # mostly resumed where they stopped, or rebased
 
 
 
