@@ -82,11 +82,12 @@ RUN_AHEAD_BYTES = 32  # how far along known text (a prompt, a scored text) a cal
 # the tokens): None turns it on for members on an accelerator, where a call's cost barely
 # depends on its tokens, and off on a CPU, where each token costs a share of a call.
 RUN_AHEAD_CHILDREN: bool | None = None
-# On known text, each lighter hypothesis runs ahead too: its next tokens (at most this many
-# not run yet) in the member's own tokenization of its pending bytes and the text ahead. A
-# tokenization that split one word differently follows the same tokens afterwards with a
-# steady share of the mass, so the floor never drops it, and without this it costs a call at
-# each of its token ends (``benchmarks/README.md``); 0 turns it off.
+# Each lighter hypothesis runs ahead too: its next tokens (at most this many not run yet) in
+# the member's own tokenization of its pending bytes and the text ahead (known text; for a row
+# generating alone, the text its guessed token spells). A tokenization that split one word
+# differently follows the same tokens afterwards with a steady share of the mass, so the
+# floor never drops it, and without this it costs a call at each of its token ends
+# (``benchmarks/README.md``); 0 turns it off.
 RUN_AHEAD_LINEAGE_TOKENS = 2
 
 
@@ -282,9 +283,9 @@ class ExactMember:
         and the text ahead, from the heaviest hypothesis (its next
         ``RUN_AHEAD_LINEAGE_TOKENS`` from each lighter one) and (``RUN_AHEAD_CHILDREN``) from
         each child this call runs; in generation of one row, the member's likeliest token
-        that continues the heaviest hypothesis' pending bytes (and the lighter hypotheses'
-        next tokens along the text it spells; in a batch the rows share their
-        calls already, so a guess would only add tokens: ``benchmarks/README.md``). Inside
+        that continues the heaviest hypothesis' pending bytes, and the lighter hypotheses'
+        next tokens along the text it spells (not in a batch: its rows share their calls
+        already, so a guess would only add tokens, ``benchmarks/README.md``). Inside
         each guessed token, every shorter token a hypothesis can end at, and the token's
         bytes one per token (the protected lineage). Nothing where the guess was run ahead
         already. Later bytes whose children are among them cost no call; the numbers are the
