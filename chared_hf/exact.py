@@ -327,17 +327,11 @@ class ExactMember:
         parent: Node | int = node
         added = 0
         for t in self.member.token_bytes.encode(text) if text else []:
-            if isinstance(parent, Node) and t in parent.children:
-                parent = parent.children[t]  # run before: go on from it
-                continue
-            if added == RUN_AHEAD_LINEAGE_TOKENS:
-                return
-            added += 1
-            key = (_key(parent), t)
-            if key not in seen:
-                seen[key] = len(queries)
-                queries.append((parent, t))
-            parent = seen[key]
+            if not (isinstance(parent, Node) and t in parent.children):  # not run before
+                if added == RUN_AHEAD_LINEAGE_TOKENS:
+                    return
+                added += 1
+            parent = _queue(parent, t, queries, seen)
 
     def _chain(self, parent: Node | int, length: int, guess: list[int],
                queries: list[tuple[Node | int, int]], seen: dict) -> None:
@@ -352,26 +346,16 @@ class ExactMember:
         depth = sum(len(pieces[t] or b"") for t in guess)
         if member.window is not None and length + 2 + depth > member.window:
             return  # the run would pass the member's window
-
-        def add(parent: Node | int, token: int) -> Node | int:
-            if isinstance(parent, Node) and token in parent.children:
-                return parent.children[token]  # run before: go on from it
-            key = (_key(parent), token)
-            if key not in seen:
-                seen[key] = len(queries)
-                queries.append((parent, token))
-            return seen[key]
-
         for t in guess:
             for early in member.prefix_ids(t):  # hypotheses that end inside `t`
-                add(parent, early)
+                _queue(parent, early, queries, seen)
             chain = parent
             for byte in pieces[t] or b"":  # `t`'s bytes, one per token
                 byte_id = member.byte_id(byte)
                 if byte_id is None:
                     break
-                chain = add(chain, byte_id)
-            parent = add(parent, t)
+                chain = _queue(chain, byte_id, queries, seen)
+            parent = _queue(parent, t, queries, seen)
 
     def _fit_window(self) -> None:
         """Context policy: when a hypothesis and its child would exceed the member's window,
@@ -433,7 +417,7 @@ class ExactMember:
     def wanted(self, byte: int | None = None) -> list:
         """The ``(view, pending)`` pairs of the hypotheses and of the children that have run
         (with ``byte``: each followed by it, which ``advance`` reads)."""
-        ready = [c for c in self.children or [] if c.node._path is not None]
+        ready = [c for c in self.children or [] if c.node.ran]
         more = b"" if byte is None else bytes((byte,))
         return [(h.view, h.pending + more) for h in self.hyps + ready]
 
@@ -508,6 +492,19 @@ class ExactMember:
         # The text now has probability zero unless a dropped hypothesis spells it: the lower
         # bound is 0 from here on, the upper bound what was dropped (nothing kept is real).
         self.kept, self._lost = -math.inf, True
+
+
+def _queue(parent: Node | int, token: int, queries: list[tuple[Node | int, int]],
+           seen: dict) -> Node | int:
+    """The child ``token`` of ``parent``: the node where it was run before, else its query in
+    ``queries`` (queued once; ``seen`` maps ``(_key(parent), token)`` to its index)."""
+    if isinstance(parent, Node) and token in parent.children:
+        return parent.children[token]  # run before: go on from it
+    key = (_key(parent), token)
+    if key not in seen:
+        seen[key] = len(queries)
+        queries.append((parent, token))
+    return seen[key]
 
 
 def _key(parent: Node | int) -> tuple:
