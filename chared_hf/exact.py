@@ -40,7 +40,9 @@ heaviest hypothesis along the member's own tokenization of the next ``RUN_AHEAD_
 the shorter and the one-byte tokens inside each of its tokens (``_run_ahead``), and each
 lighter hypothesis' next few tokens along it (``RUN_AHEAD_LINEAGE_TOKENS``); for a member on
 an accelerator, from every child the call runs too (``RUN_AHEAD_CHILDREN``: less than half
-the calls, several times the tokens). Every node run is kept as a child of its parent, so a
+the calls, several times the tokens). The start's own call runs the text's first tokens the
+same way (``_root``). A shorter token that the floor would drop when the text reaches its end
+is not run (``_prefixes_kept``). Every node run is kept as a child of its parent, so a
 later byte whose children were run ahead costs no call.
 
 Long texts: when a hypothesis would outgrow the member's window, every hypothesis keeps the
@@ -156,10 +158,10 @@ class ExactMember:
         if not tb.start_ids:
             raise ValueError(f"input_ids: member {self.member.name!r} has no BOS or end-of-text "
                              "token to start a text from, which the exact mode needs")
-        self._root(list(tb.start_ids))
         self._prompt_probs = np.ones(len(prompt))
         self._script = (tb.lead if with_bos else b"") + prompt
         self._script_pos = 0
+        self._root(list(tb.start_ids), self._upcoming())
         self._scored = len(self._script) - len(prompt) if score else None
         self._finish_prompt()
 
@@ -208,8 +210,25 @@ class ExactMember:
         if len(log_masses) and not self._lost:
             self.dropped = float(np.logaddexp.reduce([self.dropped, *log_masses]))
 
-    def _root(self, ids: list[int]) -> None:
-        self.hyps = [Hypothesis(self.tree.chain(None, ids, lane=self.lane), 0.0, b"")]
+    def _root(self, ids: list[int], ahead: bytes = b"") -> None:
+        """One hypothesis after ``ids``, whose call is queued (``engine.start`` runs every
+        row's in one call per member). With ``ahead``, the known text that follows (prompt or
+        scored text), that call also runs the member's own tokenization of its start
+        (``_chain``), so that reading it needs no call of its own."""
+        if ahead and RUN_AHEAD_BYTES > 0 and len(ids) <= 2:  # ids: the start, not a chat
+            queries: list[tuple[Node | int | None, int]] = [
+                (None if i == 0 else i - 1, t) for i, t in enumerate(ids)]
+            text = split_utf8(ahead)[0].encode("utf-8")
+            guess = self.member.token_bytes.encode(text) if text else []
+            self._chain(len(ids) - 1, len(ids), guess, queries, {})
+            nodes = self.tree.request_many(queries, lane=self.lane, views=len(ids))
+            for (parent, t), node in zip(queries, nodes, strict=True):
+                if isinstance(parent, int):
+                    nodes[parent].children.setdefault(t, node)
+            root = nodes[len(ids) - 1]
+        else:
+            root = self.tree.request(None, ids, lane=self.lane)
+        self.hyps = [Hypothesis(root, 0.0, b"")]
         self.protected = self.best = self.hyps[0]
         self.children = None
         self.kept, self.dropped, self._lost = 0.0, -math.inf, False
@@ -347,7 +366,7 @@ class ExactMember:
         if member.window is not None and length + 2 + depth > member.window:
             return  # the run would pass the member's window
         for t in guess:
-            for early in member.prefix_ids(t):  # hypotheses that end inside `t`
+            for early in self._prefixes_kept(parent, t):  # hypotheses that end inside `t`
                 _queue(parent, early, queries, seen)
             chain = parent
             for byte in pieces[t] or b"":  # `t`'s bytes, one per token
@@ -356,6 +375,23 @@ class ExactMember:
                     break
                 chain = _queue(chain, byte_id, queries, seen)
             parent = _queue(parent, t, queries, seen)
+
+    def _prefixes_kept(self, parent: Node | int, token: int) -> list[int]:
+        """The shorter tokens inside ``token`` worth running after ``parent``. Where the
+        floor prunes and ``parent``'s probabilities are host memory, a prefix ``e`` less
+        likely than the floor times ``token`` is left out: when the text reaches ``e``'s end,
+        its child weighs at most ``p(e) / p(token)`` of the hypothesis at ``parent`` (whose
+        pending bytes ``e`` can go on as ``token``), so the floor drops it and running it
+        would be wasted (in generation, about half the prefixes run)."""
+        early = self.member.prefix_ids(token)
+        if self.floor == -math.inf or not (isinstance(parent, Node) and parent.ran):
+            return early
+        view = parent.view
+        if view.bank.host_probs is None:  # on a device: reading them would wait for it
+            return early
+        probs = view.bank.host_probs[view.row]
+        bar = float(probs[token]) * math.exp(self.floor)
+        return [e for e in early if probs[e] >= bar]
 
     def _fit_window(self) -> None:
         """Context policy: when a hypothesis and its child would exceed the member's window,
@@ -391,9 +427,15 @@ class ExactMember:
             h.node = nodes[end]
 
     def _protected_candidate(self, candidates: list) -> tuple | None:
-        """The protected lineage's child: its pending byte as one token (the likeliest id)."""
+        """The protected lineage's child: its pending byte as one token, the member's own id
+        for that byte where it has one (the id ``_chain`` runs ahead, so that the lineage
+        finds its children run), else the likeliest id."""
         mine = [c for c in candidates if c[2] is self.protected]
-        return max(mine, key=lambda c: c[0]) if mine else None
+        if not mine:
+            return None
+        pending = self.protected.pending
+        own = self.member.byte_id(pending[0]) if len(pending) == 1 else None
+        return next((c for c in mine if c[1] == own), None) or max(mine, key=lambda c: c[0])
 
     def _weighted_masses(self) -> tuple[list[Hypothesis], list[np.ndarray]]:
         """Every hypothesis and child with its outcome masses (bytes, end of text), each
