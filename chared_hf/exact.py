@@ -215,7 +215,7 @@ class ExactMember:
         row's in one call per member). With ``ahead``, the known text that follows (prompt or
         scored text), that call also runs the member's own tokenization of its start
         (``_chain``), so that reading it needs no call of its own."""
-        if ahead and RUN_AHEAD_BYTES > 0 and len(ids) <= 2:  # ids: the start, not a chat
+        if ahead and RUN_AHEAD_BYTES > 0:
             queries: list[tuple[Node | int | None, int]] = [
                 (None if i == 0 else i - 1, t) for i, t in enumerate(ids)]
             text = split_utf8(ahead)[0].encode("utf-8")
@@ -382,7 +382,7 @@ class ExactMember:
         likely than the floor times ``token`` is left out: when the text reaches ``e``'s end,
         its child weighs at most ``p(e) / p(token)`` of the hypothesis at ``parent`` (whose
         pending bytes ``e`` can go on as ``token``), so the floor drops it and running it
-        would be wasted (in generation, about half the prefixes run)."""
+        would be wasted (a quarter to a half of the prefixes, in generation)."""
         early = self.member.prefix_ids(token)
         if self.floor == -math.inf or not (isinstance(parent, Node) and parent.ran):
             return early
