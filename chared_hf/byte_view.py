@@ -22,7 +22,9 @@ What it does not do: run models, choose bytes, or combine members (``state``, ``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import weakref
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +36,8 @@ EOT = 256  # outcome index: end of text
 EPS = 257  # outcome index: the current token ends here (ε)
 N_OUTCOMES = 258
 _PRECISE_BELOW = 1e-6  # prefix mass under which masses are re-summed over the prefix's range
+# Per device, the banks whose likeliest ids (``ViewBank.top``) the next copy brings along.
+_UNREAD: dict[torch.device, list[weakref.ref]] = {}
 
 
 class ByteTable:
@@ -135,6 +139,20 @@ class ViewBank:
         on_cpu = self.sums.device.type == "cpu"
         self.host = self.sums.numpy() if on_cpu else None
         self.host_probs = self.probs.numpy() if on_cpu else None
+        # On a device, each row's likeliest text id (what ``likeliest`` gives after a token
+        # boundary, for an idle row's guess) comes to the host with the next copy that any
+        # ``gather`` makes on this device, not with one of its own.
+        self.top: np.ndarray | None = None
+        if not on_cpu:
+            self.read_top_later()
+
+    def read_top_later(self) -> None:
+        """Each row's likeliest text id (the first in sorted order among equals, as
+        ``likeliest``), computed on the device and kept in ``top`` when the next copy to
+        the host that a ``gather`` makes on this device brings it along."""
+        ids = self.table.on(self.probs.device).sorted_ids
+        self._top = ids[self.probs.index_select(1, ids).argmax(1)]
+        _UNREAD.setdefault(self.probs.device, []).append(weakref.ref(self))
 
     def views(self) -> list[ByteView]:
         return [ByteView.at(self, r) for r in range(len(self.probs))]
@@ -170,6 +188,7 @@ class ByteView:
         self.bank, self.row, self.table = bank, row, bank.table
         self._masses: dict[bytes, np.ndarray] = {}  # pending prefix -> outcome masses (host)
         self._ending: dict[bytes, tuple] = {}  # pending prefix -> (ids, probs) ending there
+        self._likeliest: dict[bytes, int | None] = {}  # prefix -> likeliest id starting so
         self._text_total: float | None = None
 
     @property
@@ -218,14 +237,16 @@ class ByteView:
         return local[torch.from_numpy(bounds - lo).to(local.device, non_blocking=True)]
 
 
-def gather(requests: Sequence[tuple[ByteView, bytes]]) -> None:
+def gather(requests: Sequence[tuple[ByteView, bytes]], guesses: bool = False) -> None:
     """Compute the outcome masses of many ``(view, pending prefix)`` pairs at once, and for
     views on a device the ids ending at each prefix with their probabilities too (what a
     commit or a hypothesis' children read, ``ending``): one gather per ``ViewBank`` on its
     device and one copy to the host per device (``[n, 258]`` cumulative sums, ``n``
     end-of-text masses, the ending ids' probabilities). Pairs already known are skipped; the
-    results are kept in the views (``ByteView.masses`` and ``ending`` return them). CPU
-    members' views are read in place, when asked."""
+    results are kept in the views (``ByteView.masses`` and ``ending`` return them). With
+    ``guesses``, the same copy brings each pair's likeliest id starting with its prefix
+    (``likeliest`` returns it; the idle rows' guesses, ``engine.run_queued``). CPU members'
+    views are read in place, when asked."""
     todo, seen = [], set()
     for view, prefix in requests:
         key = (id(view), prefix)
@@ -246,8 +267,13 @@ def gather(requests: Sequence[tuple[ByteView, bytes]]) -> None:
             sums[i] = view.bank.host[view.row, view.table.gather_index(prefix)]
         else:
             on_device.setdefault(id(view.bank), []).append(i)
+    # A prefix one byte longer than one whose masses are known is faint (step 3) when that
+    # byte's mass is: its sums over its own range go in the same copy.
+    faint_known = {i for i in itertools.chain.from_iterable(on_device.values())
+                   if _known_faint(*todo[i])}
+    local_sums: dict[int, np.ndarray] = {}
     if on_device:
-        _gather_on_devices(todo, on_device, sums)
+        _gather_on_devices(todo, on_device, sums, faint_known, local_sums, guesses)
     # Step 2: the outcomes, as differences of the sums (ε first, then each byte).
     c = sums[:, :-1]
     out = np.empty((len(todo), N_OUTCOMES))
@@ -259,6 +285,10 @@ def gather(requests: Sequence[tuple[ByteView, bytes]]) -> None:
     faint = np.flatnonzero(c[:, -1] - c[:, 0] < _PRECISE_BELOW).tolist()
     local: dict[torch.device, list[tuple[int, torch.Tensor]]] = {}
     for i in faint:
+        if i in local_sums:  # copied with the sums (``faint_known``)
+            p = local_sums[i]
+            out[i, :N_BYTES], out[i, EPS] = p[2:] - p[1:-1], p[1] - p[0]
+            continue
         view, prefix = todo[i]
         sums_i = view._local_sums(view.table.bounds(prefix))
         local.setdefault(sums_i.device, []).append((i, sums_i))
@@ -306,6 +336,10 @@ def likeliest(requests: Sequence[tuple[ByteView, bytes]], longer: bool = False
         if view.bank.host_probs is not None:
             ids = view.table.sorted_ids[lo:hi]
             out[i] = int(ids[int(np.argmax(view.bank.host_probs[view.row, ids.numpy()]))])
+        elif not longer and prefix in view._likeliest:  # copied by ``gather`` (``guesses``)
+            out[i] = view._likeliest[prefix]
+        elif not longer and not prefix and view.bank.top is not None:  # copied along
+            out[i] = int(view.bank.top[view.row])
         else:
             device = view.probs.device
             ids = view.table.on(device).sorted_ids[lo:hi]
@@ -318,41 +352,92 @@ def likeliest(requests: Sequence[tuple[ByteView, bytes]], longer: bool = False
     return out
 
 
-def _gather_on_devices(todo: list, groups: dict[int, list[int]], sums: np.ndarray) -> None:
-    """``sums[i]`` and the ending ids' probabilities (kept in the views) for the pairs
-    ``todo[i]`` whose banks are on a device: two gathers per bank, one copy to the host per
-    device."""
-    by_device: dict[torch.device, tuple[list[torch.Tensor], list[int], list]] = {}
+def _known_faint(view: ByteView, prefix: bytes) -> bool:
+    """Whether ``prefix``'s mass, known from the masses one byte shorter, is below
+    ``_PRECISE_BELOW``."""
+    shorter = view._masses.get(prefix[:-1]) if prefix else None
+    return shorter is not None and shorter[prefix[-1]] < _PRECISE_BELOW
+
+
+def _gather_on_devices(todo: list, groups: dict[int, list[int]], sums: np.ndarray,
+                       faint: set[int], local_sums: dict[int, np.ndarray],
+                       guesses: bool) -> None:
+    """For the pairs ``todo[i]`` whose banks are on a device: ``sums[i]``, the ending ids'
+    probabilities (kept in the views), ``local_sums[i]`` (``ByteView._local_sums``) for ``i``
+    in ``faint``, and with ``guesses`` the likeliest id starting with each prefix (kept in the
+    views, read by ``likeliest``). A few gathers per bank, one copy to the host per device."""
+    # Each part: a flat tensor on a device, and what reads its slice of the copy.
+    parts: dict[torch.device, list[tuple[torch.Tensor, Callable[[np.ndarray], None]]]] = {}
     for members in groups.values():
-        bank = todo[members[0]][0].bank
-        device = bank.sums.device
-        table = todo[members[0]][0].table
+        view = todo[members[0]][0]
+        bank, table, device = view.bank, view.table, view.bank.sums.device
+        put = parts.setdefault(device, []).append
         rows = torch.tensor([todo[i][0].row for i in members])
-        cols = torch.from_numpy(np.stack([table.gather_index(todo[i][1])
-                                          for i in members])).to(device, non_blocking=True)
+        on = rows.to(device, non_blocking=True)
+        bounds = [table.bounds(todo[i][1]) for i in members]
+        # The 258 cumulative sums at each prefix's boundaries, and end of text.
+        cols = torch.from_numpy(np.stack([table.gather_index(todo[i][1]) for i in members]))
+        put((bank.sums[on[:, None], cols.to(device, non_blocking=True)].flatten(),
+             lambda flat, members=members: sums.__setitem__(
+                 members, flat.reshape(len(members), -1))))
         # The ids ending at each prefix (a range of the sorted ids), flattened over the pairs.
-        spans = [table.bounds(todo[i][1])[:2] for i in members]
-        ends = [table.sorted_ids[int(lo):int(hi)] for lo, hi in spans]
+        ends = [table.sorted_ids[int(b[0]):int(b[1])] for b in bounds]
         end_rows = torch.repeat_interleave(rows, torch.tensor([len(e) for e in ends]))
-        parts, order, endings = by_device.setdefault(device, ([], [], []))
-        parts.append(bank.sums[rows.to(device, non_blocking=True)[:, None], cols].flatten())
-        parts.append(bank.probs[end_rows.to(device, non_blocking=True),
-                                torch.cat(ends).to(device, non_blocking=True)])
-        order += members
-        endings += zip(members, ends, strict=True)
-    for parts, order, endings in by_device.values():
-        flat = torch.cat(parts).cpu()  # the one copy
-        # Split it back: per bank, its pairs' sums, then their ending ids' probabilities.
-        width, at, k = sums.shape[1], 0, 0
-        for sums_part, end_part in zip(parts[0::2], parts[1::2], strict=True):
-            n = sums_part.numel() // width
-            sums[order[k:k + n]] = flat[at:at + n * width].view(n, width).numpy()
-            at += n * width
-            probs = flat[at:at + end_part.numel()]
-            at += end_part.numel()
-            offset = 0
-            for i, ids in endings[k:k + n]:
-                view, prefix = todo[i]
-                view._ending.setdefault(prefix, (ids, probs[offset:offset + len(ids)]))
-                offset += len(ids)
-            k += n
+        put((bank.probs[end_rows.to(device, non_blocking=True),
+                        torch.cat(ends).to(device, non_blocking=True)],
+             lambda flat, members=members, ends=ends: _keep_endings(
+                 todo, members, ends, torch.from_numpy(flat))))
+        for i in members:  # faint prefixes: summed again over their own range
+            if i in faint:
+                view_i, prefix = todo[i]
+                put((view_i._local_sums(table.bounds(prefix)),
+                     lambda flat, i=i: local_sums.__setitem__(i, flat)))
+        if guesses:
+            put((_likeliest_ids(bank, on, bounds),
+                 lambda flat, members=members: _keep_likeliest(todo, members, flat)))
+    for device, found in parts.items():
+        for ref in _UNREAD.pop(device, []):  # the banks' likeliest ids, along
+            bank = ref()
+            if bank is not None:
+                found.append((bank._top, lambda flat, bank=bank: setattr(
+                    bank, "top", flat.astype(np.int64))))
+        flat = torch.cat([t.to(torch.float64) for t, _ in found]).cpu().numpy()  # one copy
+        at = 0
+        for t, read in found:
+            read(flat[at:at + t.numel()])
+            at += t.numel()
+
+
+def _keep_endings(todo: list, members: list[int], ends: list[torch.Tensor],
+                  probs: torch.Tensor) -> None:
+    """Keep each pair's ending ids with their probabilities (``probs``, flattened)."""
+    offset = 0
+    for i, ids in zip(members, ends, strict=True):
+        view, prefix = todo[i]
+        view._ending.setdefault(prefix, (ids, probs[offset:offset + len(ids)]))
+        offset += len(ids)
+
+
+def _likeliest_ids(bank: ViewBank, rows: torch.Tensor, bounds: list[np.ndarray]
+                   ) -> torch.Tensor:
+    """On the bank's device, for each ``rows[k]`` and prefix boundaries ``bounds[k]``: the
+    likeliest id starting with the prefix (the first in sorted order among equals, as
+    ``likeliest``), -1 where none does. One padded gather for all pairs."""
+    device = rows.device
+    lo = torch.tensor([int(b[0]) for b in bounds])
+    size = torch.tensor([int(b[-1]) - int(b[0]) for b in bounds])
+    width = max(int(size.max()), 1)
+    at = torch.arange(width)
+    index = (lo[:, None] + at).clamp(max=bank.table.n_text - 1)
+    ids = bank.table.on(device).sorted_ids[index.to(device, non_blocking=True)]
+    probs = bank.probs[rows[:, None], ids]
+    inside = (at[None, :] < size[:, None]).to(device, non_blocking=True)
+    best = probs.masked_fill(~inside, -1.0).argmax(1, keepdim=True)
+    found = size.to(device, non_blocking=True) > 0
+    return torch.where(found, ids.gather(1, best)[:, 0], -1)
+
+
+def _keep_likeliest(todo: list, members: list[int], tokens: np.ndarray) -> None:
+    for i, token in zip(members, tokens.tolist(), strict=True):
+        view, prefix = todo[i]
+        view._likeliest[prefix] = int(token) if token >= 0 else None

@@ -51,6 +51,7 @@ class Row:
     trees: list = []  # token trees whose queued calls run between phases
     cursor: TextCursor | None = None  # teacher forcing: the text ahead (``read_ahead``)
     reading = False  # prompt bytes left to read one by one (the exact mode's ``begin``)
+    guesses = False  # ``idle`` may guess members' likeliest tokens after their pending bytes
 
     def read_ahead(self, text: bytes) -> None:
         """Teacher forcing: the members will read ``text`` next (after what they were told
@@ -113,8 +114,10 @@ def start(rows: Sequence, begins: Sequence[Callable]) -> list[np.ndarray]:
 
 def step(rows: Sequence, chosen: Sequence[int]) -> list[np.ndarray]:
     """The rows read the chosen bytes; the next byte's distribution of each."""
-    gather([pair for row, byte in zip(rows, chosen, strict=True)
-            for pair in row.wanted(byte)])  # 0. what reading the bytes needs, all rows at once
+    # 0. what reading the bytes needs, all rows at once (with the likeliest ids idle rows may
+    # guess in step 2 or 5)
+    gather([pair for row, byte in zip(rows, chosen, strict=True) for pair in row.wanted(byte)],
+           _guessing(rows))
     for row, byte in zip(rows, chosen, strict=True):
         row.advance(byte)  # 1. every member reads the byte; one that cannot commits alone
     run_queued(rows)  # 2. those lone commits: one call per member, all rows together
@@ -122,7 +125,9 @@ def step(rows: Sequence, chosen: Sequence[int]) -> list[np.ndarray]:
 
 
 def _decide(rows: Sequence) -> list[np.ndarray]:
-    _gather(rows)  # 3. the members' byte views for all rows, one gather per member
+    # 3. the members' byte views for all rows, one gather per member (with the likeliest ids
+    # idle rows may guess in step 5, in the same copy)
+    _gather(rows, _guessing(rows))
     for row in rows:
         row.resolve()  # 4. ε: where the ensemble ends the tokens, a joint commit (queued)
     run_queued(rows)  # 5. those commits: one call per member, all rows together
@@ -130,8 +135,13 @@ def _decide(rows: Sequence) -> list[np.ndarray]:
     return [row.distribution() for row in rows]  # 7. combine: the next byte's distribution
 
 
-def _gather(rows: Sequence) -> None:
-    gather([pair for row in rows for pair in row.wanted()])
+def _gather(rows: Sequence, guesses: bool = False) -> None:
+    gather([pair for row in rows for pair in row.wanted()], guesses)
+
+
+def _guessing(rows: Sequence) -> bool:
+    """Whether idle rows may guess in the calls of this step (a row alone has no idle lane)."""
+    return len(rows) > 1 and any(row.guesses for row in rows)
 
 
 def run_queued(rows: Sequence) -> None:
@@ -144,11 +154,12 @@ def run_queued(rows: Sequence) -> None:
     for member, found in zip(commits, ending([(m.view, m.committing[0]) for m in commits]),
                              strict=True):
         member.finish_commit(found)
-    trees = {id(tree): tree for row in rows for tree in row.trees}
-    for tree in trees.values():
-        busy = tree.queued_lanes()
-        if busy:
-            _guess([guess for row in rows for guess in row.idle(tree, busy)])
+    # The idle rows' guesses for every tree that runs a call, chosen at once (one copy to the
+    # host per device), then one call per tree.
+    trees = {id(tree): tree for row in rows for tree in row.trees}.values()
+    busy = [(tree, lanes) for tree in trees if (lanes := tree.queued_lanes())]
+    _guess([guess for tree, lanes in busy for row in rows for guess in row.idle(tree, lanes)])
+    for tree in trees:
         tree.flush()
 
 

@@ -267,10 +267,13 @@ class MemberState:
     def queue_guess(self, node: Node, token: int | None) -> None:
         """Queue ``token`` as a child of ``node`` (the current node, or a guess run before),
         run with the call other rows queued: if the member commits it there later, that
-        commit costs no call (``_forward`` finds it)."""
+        commit costs no call (``_forward`` finds it). On a device its view is made in the
+        call (batched), so that its likeliest id, which a guess after it reads, comes to the
+        host with the next copy (``ViewBank.read_top_later``); on a CPU when first read."""
         if token is not None and token not in node.children:
+            views = int(node.view.bank.host is None)
             node.children[token] = self.tree.request_many([(node, token)], lane=self.lane,
-                                                          views=0)[0]
+                                                          views=views)[0]
 
     # -- per byte --------------------------------------------------------------------------
     def distribution(self) -> np.ndarray | None:
@@ -366,6 +369,11 @@ class SequenceState(engine.Row):
         """The members whose commit waits for its id (``MemberState.finish_commit``)."""
         return [m for m in self.members if m.committing is not None]
 
+    @property
+    def guesses(self) -> bool:
+        """Whether ``idle`` may guess (generation; teacher forcing runs ahead instead)."""
+        return self.cursor is None
+
     def idle(self, tree: TokenTree, busy: set[int]) -> list[tuple[MemberState, Node, int | None]]:
         """Generation: the members in ``tree`` with nothing queued (lane not in ``busy``)
         guess a token to run in the call's padding (``MemberState.queue_guess``):
@@ -457,9 +465,11 @@ class SequenceState(engine.Row):
         return ahead.end()
 
     def wanted(self, byte: int | None = None) -> list[tuple[ByteView, bytes]]:
-        """The members' views and pending bytes, whose masses the next phase reads (reading a
-        byte needs the masses known already)."""
-        return [(m.view, m.pending) for m in self.members] if byte is None else []
+        """The members' views and pending bytes, whose masses the next phase reads; with
+        ``byte``, each followed by it: what ``can_follow`` may read, and the next phase's
+        views of the members that do not commit alone (known then without a copy)."""
+        more = b"" if byte is None else bytes((byte,))
+        return [(m.view, m.pending + more) for m in self.members]
 
     # -- the phases --------------------------------------------------------------------------
     def begin(self, prompt: bytes, with_bos: bool) -> None:
