@@ -188,7 +188,9 @@ class ByteView:
         self.bank, self.row, self.table = bank, row, bank.table
         self._masses: dict[bytes, np.ndarray] = {}  # pending prefix -> outcome masses (host)
         self._ending: dict[bytes, tuple] = {}  # pending prefix -> (ids, probs) ending there
-        self._likeliest: dict[bytes, int | None] = {}  # prefix -> likeliest id starting so
+        # (prefix, longer) -> the likeliest id starting with it (``likeliest``), copied by
+        # ``gather`` with the masses
+        self._likeliest: dict[tuple[bytes, bool], int | None] = {}
         self._text_total: float | None = None
 
     @property
@@ -237,7 +239,8 @@ class ByteView:
         return local[torch.from_numpy(bounds - lo).to(local.device, non_blocking=True)]
 
 
-def gather(requests: Sequence[tuple[ByteView, bytes]], guesses: bool = False) -> None:
+def gather(requests: Sequence[tuple[ByteView, bytes]], guesses: bool = False,
+           extensions: bool = False) -> None:
     """Compute the outcome masses of many ``(view, pending prefix)`` pairs at once, and for
     views on a device the ids ending at each prefix with their probabilities too (what a
     commit or a hypothesis' children read, ``ending``): one gather per ``ViewBank`` on its
@@ -245,8 +248,10 @@ def gather(requests: Sequence[tuple[ByteView, bytes]], guesses: bool = False) ->
     end-of-text masses, the ending ids' probabilities). Pairs already known are skipped; the
     results are kept in the views (``ByteView.masses`` and ``ending`` return them). With
     ``guesses``, the same copy brings each pair's likeliest id starting with its prefix
-    (``likeliest`` returns it; the idle rows' guesses, ``engine.run_queued``). CPU members'
-    views are read in place, when asked."""
+    (``likeliest`` returns it; the idle rows' guesses, ``engine.run_queued``), with
+    ``extensions`` its likeliest id longer than the prefix (``likeliest(..., longer=True)``;
+    the exact mode's guess of a row alone). CPU members' views are read in place, when
+    asked."""
     todo, seen = [], set()
     for view, prefix in requests:
         key = (id(view), prefix)
@@ -273,7 +278,9 @@ def gather(requests: Sequence[tuple[ByteView, bytes]], guesses: bool = False) ->
                    if _known_faint(*todo[i])}
     local_sums: dict[int, np.ndarray] = {}
     if on_device:
-        _gather_on_devices(todo, on_device, sums, faint_known, local_sums, guesses)
+        _gather_on_devices(todo, on_device, sums, faint_known, local_sums,
+                           [longer for longer, wanted in ((False, guesses), (True, extensions))
+                            if wanted])
     # Step 2: the outcomes, as differences of the sums (ε first, then each byte).
     c = sums[:, :-1]
     out = np.empty((len(todo), N_OUTCOMES))
@@ -336,8 +343,8 @@ def likeliest(requests: Sequence[tuple[ByteView, bytes]], longer: bool = False
         if view.bank.host_probs is not None:
             ids = view.table.sorted_ids[lo:hi]
             out[i] = int(ids[int(np.argmax(view.bank.host_probs[view.row, ids.numpy()]))])
-        elif not longer and prefix in view._likeliest:  # copied by ``gather`` (``guesses``)
-            out[i] = view._likeliest[prefix]
+        elif (prefix, longer) in view._likeliest:  # copied by ``gather`` along the masses
+            out[i] = view._likeliest[prefix, longer]
         elif not longer and not prefix and view.bank.top is not None:  # copied along
             out[i] = int(view.bank.top[view.row])
         else:
@@ -361,11 +368,12 @@ def _known_faint(view: ByteView, prefix: bytes) -> bool:
 
 def _gather_on_devices(todo: list, groups: dict[int, list[int]], sums: np.ndarray,
                        faint: set[int], local_sums: dict[int, np.ndarray],
-                       guesses: bool) -> None:
+                       likeliest: list[bool]) -> None:
     """For the pairs ``todo[i]`` whose banks are on a device: ``sums[i]``, the ending ids'
     probabilities (kept in the views), ``local_sums[i]`` (``ByteView._local_sums``) for ``i``
-    in ``faint``, and with ``guesses`` the likeliest id starting with each prefix (kept in the
-    views, read by ``likeliest``). A few gathers per bank, one copy to the host per device."""
+    in ``faint``, and for each ``longer`` in ``likeliest`` the likeliest id starting with
+    each prefix (longer than it, with ``longer``; kept in the views, read by ``likeliest``).
+    A few gathers per bank, one copy to the host per device."""
     # Each part: a flat tensor on a device, and what reads its slice of the copy.
     parts: dict[torch.device, list[tuple[torch.Tensor, Callable[[np.ndarray], None]]]] = {}
     for members in groups.values():
@@ -392,9 +400,10 @@ def _gather_on_devices(todo: list, groups: dict[int, list[int]], sums: np.ndarra
                 view_i, prefix = todo[i]
                 put((view_i._local_sums(table.bounds(prefix)),
                      lambda flat, i=i: local_sums.__setitem__(i, flat)))
-        if guesses:
-            put((_likeliest_ids(bank, on, bounds),
-                 lambda flat, members=members: _keep_likeliest(todo, members, flat)))
+        for longer in likeliest:
+            put((_likeliest_ids(bank, on, bounds, longer),
+                 lambda flat, members=members, longer=longer: _keep_likeliest(
+                     todo, members, longer, flat)))
     for device, found in parts.items():
         for ref in _UNREAD.pop(device, []):  # the banks' likeliest ids, along
             bank = ref()
@@ -418,14 +427,15 @@ def _keep_endings(todo: list, members: list[int], ends: list[torch.Tensor],
         offset += len(ids)
 
 
-def _likeliest_ids(bank: ViewBank, rows: torch.Tensor, bounds: list[np.ndarray]
-                   ) -> torch.Tensor:
+def _likeliest_ids(bank: ViewBank, rows: torch.Tensor, bounds: list[np.ndarray],
+                   longer: bool) -> torch.Tensor:
     """On the bank's device, for each ``rows[k]`` and prefix boundaries ``bounds[k]``: the
-    likeliest id starting with the prefix (the first in sorted order among equals, as
-    ``likeliest``), -1 where none does. One padded gather for all pairs."""
+    likeliest id starting with the prefix (with ``longer``, longer than it; the first in
+    sorted order among equals, as ``likeliest``), -1 where none does. One padded gather for
+    all pairs."""
     device = rows.device
-    lo = torch.tensor([int(b[0]) for b in bounds])
-    size = torch.tensor([int(b[-1]) - int(b[0]) for b in bounds])
+    lo = torch.tensor([int(b[1] if longer else b[0]) for b in bounds])
+    size = torch.tensor([int(b[-1]) for b in bounds]) - lo
     width = max(int(size.max()), 1)
     at = torch.arange(width)
     index = (lo[:, None] + at).clamp(max=bank.table.n_text - 1)
@@ -437,7 +447,7 @@ def _likeliest_ids(bank: ViewBank, rows: torch.Tensor, bounds: list[np.ndarray]
     return torch.where(found, ids.gather(1, best)[:, 0], -1)
 
 
-def _keep_likeliest(todo: list, members: list[int], tokens: np.ndarray) -> None:
+def _keep_likeliest(todo: list, members: list[int], longer: bool, tokens: np.ndarray) -> None:
     for i, token in zip(members, tokens.tolist(), strict=True):
         view, prefix = todo[i]
-        view._likeliest[prefix] = int(token) if token >= 0 else None
+        view._likeliest[prefix, longer] = int(token) if token >= 0 else None

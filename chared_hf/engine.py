@@ -52,6 +52,7 @@ class Row:
     cursor: TextCursor | None = None  # teacher forcing: the text ahead (``read_ahead``)
     reading = False  # prompt bytes left to read one by one (the exact mode's ``begin``)
     guesses = False  # ``idle`` may guess members' likeliest tokens after their pending bytes
+    extends = False  # the next call may guess a member's likeliest token past its pending bytes
 
     def read_ahead(self, text: bytes) -> None:
         """Teacher forcing: the members will read ``text`` next (after what they were told
@@ -117,7 +118,7 @@ def step(rows: Sequence, chosen: Sequence[int]) -> list[np.ndarray]:
     # 0. what reading the bytes needs, all rows at once (with the likeliest ids idle rows may
     # guess in step 2 or 5)
     gather([pair for row, byte in zip(rows, chosen, strict=True) for pair in row.wanted(byte)],
-           _guessing(rows))
+           _guessing(rows), any(row.extends for row in rows))
     for row, byte in zip(rows, chosen, strict=True):
         row.advance(byte)  # 1. every member reads the byte; one that cannot commits alone
     run_queued(rows)  # 2. those lone commits: one call per member, all rows together

@@ -594,6 +594,12 @@ class ExactSequenceState(engine.Row):
         """Whether a member has prompt bytes left to read."""
         return any(m.reading for m in self.members)
 
+    @property
+    def extends(self) -> bool:
+        """Generation of a row alone: a call runs each member's likeliest token past its
+        heaviest hypothesis' pending bytes ahead (``ExactMember._run_ahead``)."""
+        return self.cursor is None and all(m.tree.lanes == 1 for m in self.members)
+
     def prepare(self) -> None:
         """Queue the children the members' next prompt bytes need."""
         for m in self.members:
