@@ -332,7 +332,9 @@ def likeliest(requests: Sequence[tuple[ByteView, bytes]], longer: bool = False
               ) -> list[int | None]:
     """For each ``(view, prefix)``: the likeliest id whose bytes start with ``prefix`` (with
     ``longer``, only ids longer than it), None where there is none. Read in place for CPU
-    members; on a device, one argmax per pair there and one copy to the host per device."""
+    members; on a device, from what an earlier copy brought along (``gather``'s
+    ``guesses`` and ``extensions``, ``ViewBank.read_top_later``), else one argmax per pair
+    there and one copy to the host per device."""
     out: list[int | None] = [None] * len(requests)
     on_device: dict[torch.device, list[tuple[int, torch.Tensor]]] = {}
     for i, (view, prefix) in enumerate(requests):
