@@ -239,3 +239,39 @@ def test_host_copies_per_step_with_real_members(mode, at_most, copies_to_host):
                "Lily saw a", "for i in range(", "One day, Tom", "class Stack:"]
     per_step = _copies_per_step(load_demo(marginalization=mode), prompts, copies_to_host)
     assert all(per_step[rows] <= at_most[rows] for rows in at_most), per_step
+
+
+@pytest.mark.parametrize("mode", ["chared", "exact"])
+def test_device_paths_generate_what_the_host_paths_generate(mode, monkeypatch):
+    """A whole batch generation with every byte view on its device path (CPU tensors told
+    they cannot be read in place), against the host path: the same bytes and scores. Covers
+    what the device path brings along in its copies (masses gathered early, likeliest ids,
+    faint prefixes' sums) end to end."""
+    import chared_hf.byte_view as byte_view
+    from chared_hf.demo import load_demo
+
+    prompts = ["Once upon a time", "def add(a, b):", "The little dog", "import os\n"]
+    enc = ByteTokenizer(padding_side="left")(prompts, return_tensors="pt", padding=True)
+
+    text = torch.tensor([[256, *b"Once upon a time, def f(x): return x", 257]])
+
+    def run():
+        model = load_demo(marginalization=mode)
+        out = model.generate(**enc, max_new_tokens=24, do_sample=False,
+                             return_dict_in_generate=True, output_scores=True)
+        scored = model(input_ids=text).logits.double().softmax(-1)  # teacher forcing
+        return out.sequences, torch.stack(out.scores).double().softmax(-1), scored
+
+    host_seqs, host_scores, host_scored = run()
+    made = byte_view.ViewBank.__init__
+
+    def on_device(bank, table, logits):
+        made(bank, table, logits)
+        bank.host = bank.host_probs = None
+        bank.read_top_later()
+
+    monkeypatch.setattr(byte_view.ViewBank, "__init__", on_device)
+    seqs, scores, scored = run()
+    assert torch.equal(seqs, host_seqs)
+    assert torch.allclose(scores, host_scores, atol=1e-6, rtol=0)
+    assert torch.allclose(scored, host_scored, atol=1e-6, rtol=0)
