@@ -218,14 +218,8 @@ class ExactMember:
         if ahead and RUN_AHEAD_BYTES > 0:
             queries: list[tuple[Node | int | None, int]] = [
                 (None if i == 0 else i - 1, t) for i, t in enumerate(ids)]
-            text = split_utf8(ahead)[0].encode("utf-8")
-            guess = self.member.token_bytes.encode(text) if text else []
-            self._chain(len(ids) - 1, len(ids), guess, queries, {})
-            nodes = self.tree.request_many(queries, lane=self.lane, views=len(ids))
-            for (parent, t), node in zip(queries, nodes, strict=True):
-                if isinstance(parent, int):
-                    nodes[parent].children.setdefault(t, node)
-            root = nodes[len(ids) - 1]
+            self._chain(len(ids) - 1, len(ids), self._own_tokens(ahead), queries, {})
+            root = self._request(queries, views=len(ids))[len(ids) - 1]
         else:
             root = self.tree.request(None, ids, lane=self.lane)
         self.hyps = [Hypothesis(root, 0.0, b"")]
@@ -285,9 +279,29 @@ class ExactMember:
         self._run_ahead(queries)
         # Run with the other rows' (``prepare``); the nodes run ahead get their views when
         # a later byte needs them (most are never needed).
-        nodes = self.tree.request_many(queries, lane=self.lane, views=n_new)
+        self._request(queries, views=n_new)
+
+    def _request(self, queries: list, views: int) -> list[Node]:
+        """Queue ``queries`` (``TokenTree.request_many``; the first ``views`` get their views
+        in the call) and make every node a child of its parent, where later bytes find it."""
+        nodes = self.tree.request_many(queries, lane=self.lane, views=views)
         for (parent, t), node in zip(queries, nodes, strict=True):
-            (parent if isinstance(parent, Node) else nodes[parent]).children.setdefault(t, node)
+            if parent is not None:
+                (parent if isinstance(parent, Node) else nodes[parent]).children.setdefault(
+                    t, node)
+        return nodes
+
+    def _own_tokens(self, text: bytes) -> list[int]:
+        """The member's own tokenization of ``text``'s whole characters."""
+        text = split_utf8(text)[0].encode("utf-8")
+        return self.member.token_bytes.encode(text) if text else []
+
+    @property
+    def guesses_alone(self) -> bool:
+        """Whether, with no known text ahead, a call runs the member's likeliest token past the
+        heaviest hypothesis' pending bytes: for a row alone in its tree (a batch's rows share
+        their calls already, so a guess would only add tokens)."""
+        return self.tree.lanes == 1
 
     def _upcoming(self) -> bytes:
         """The known bytes after the text read so far (at most ``RUN_AHEAD_BYTES``)."""
@@ -317,7 +331,7 @@ class ExactMember:
         text = split_utf8(best.pending + upcoming)[0].encode("utf-8")  # whole characters
         if len(text) > len(best.pending):
             guess, ahead = member.token_bytes.encode(text), upcoming
-        elif self.tree.lanes == 1:  # nothing known ahead: the likeliest continuation
+        elif self.guesses_alone:  # nothing known ahead: the likeliest continuation
             likeliest = best.view.likeliest_extension(best.pending)
             guess = [likeliest] if likeliest is not None else []
             ahead = (member.token_bytes.pieces[likeliest] or b"")[len(best.pending):] if (
@@ -331,8 +345,7 @@ class ExactMember:
                     self._next_tokens(h.node, h.pending + ahead, queries, seen)
         wide = self._accelerated if RUN_AHEAD_CHILDREN is None else RUN_AHEAD_CHILDREN
         if wide and upcoming:
-            text = split_utf8(upcoming)[0].encode("utf-8")
-            guess = member.token_bytes.encode(text) if text else []
+            guess = self._own_tokens(upcoming)
             for q in range(needed):  # each child this byte needs: the text ahead from it
                 self._chain(q, len(queries[q][0]) + 1, guess, queries, seen)
 
@@ -342,10 +355,9 @@ class ExactMember:
         characters), following the nodes run before and adding at most
         ``RUN_AHEAD_LINEAGE_TOKENS`` new ones: each call extends a lighter hypothesis' run
         ahead by a few tokens, which keeps it ahead of the text at little cost."""
-        text = split_utf8(text)[0].encode("utf-8")
         parent: Node | int = node
         added = 0
-        for t in self.member.token_bytes.encode(text) if text else []:
+        for t in self._own_tokens(text):
             if not (isinstance(parent, Node) and t in parent.children):  # not run before
                 if added == RUN_AHEAD_LINEAGE_TOKENS:
                     return
@@ -598,7 +610,7 @@ class ExactSequenceState(engine.Row):
     def extends(self) -> bool:
         """Generation of a row alone: a call runs each member's likeliest token past its
         heaviest hypothesis' pending bytes ahead (``ExactMember._run_ahead``)."""
-        return self.cursor is None and all(m.tree.lanes == 1 for m in self.members)
+        return self.cursor is None and all(m.guesses_alone for m in self.members)
 
     def prepare(self) -> None:
         """Queue the children the members' next prompt bytes need."""
