@@ -164,22 +164,28 @@ def test_device_paths_of_the_byte_views_read_what_the_host_paths_read(monkeypatc
     assert along[0].bank.top.tolist() == likeliest([(host[r], b"") for r in range(3)])
 
 
+def _views_on_device(monkeypatch) -> None:
+    """Every ``ViewBank`` made from now on takes its device paths on CPU tensors: it cannot
+    be read in place (as its constructor does on a device, it reads its ids later)."""
+    import chared_hf.byte_view as byte_view
+
+    made = byte_view.ViewBank.__init__
+
+    def on_device(bank, table, logits):
+        made(bank, table, logits)
+        bank.host = bank.host_probs = None
+        bank.read_top_later()
+
+    monkeypatch.setattr(byte_view.ViewBank, "__init__", on_device)
+
+
 @pytest.fixture
 def copies_to_host(monkeypatch):
     """Run the byte views' device paths on CPU tensors and count the copies to the host they
     make (``cpu`` and ``tolist`` called from ``byte_view`` and ``token_tree``)."""
     import sys
 
-    import chared_hf.byte_view as byte_view
-
-    made = byte_view.ViewBank.__init__
-
-    def on_device(bank, table, logits):  # the bank cannot be read in place
-        made(bank, table, logits)
-        bank.host = bank.host_probs = None
-        bank.read_top_later()
-
-    monkeypatch.setattr(byte_view.ViewBank, "__init__", on_device)
+    _views_on_device(monkeypatch)
     copies = [0]
     for name in ("cpu", "tolist"):
         method = getattr(torch.Tensor, name)
@@ -247,7 +253,6 @@ def test_device_paths_generate_what_the_host_paths_generate(mode, monkeypatch):
     they cannot be read in place), against the host path: the same bytes and scores. Covers
     what the device path brings along in its copies (masses gathered early, likeliest ids,
     faint prefixes' sums) end to end."""
-    import chared_hf.byte_view as byte_view
     from chared_hf.demo import load_demo
 
     prompts = ["Once upon a time", "def add(a, b):", "The little dog", "import os\n"]
@@ -263,14 +268,7 @@ def test_device_paths_generate_what_the_host_paths_generate(mode, monkeypatch):
         return out.sequences, torch.stack(out.scores).double().softmax(-1), scored
 
     host_seqs, host_scores, host_scored = run()
-    made = byte_view.ViewBank.__init__
-
-    def on_device(bank, table, logits):
-        made(bank, table, logits)
-        bank.host = bank.host_probs = None
-        bank.read_top_later()
-
-    monkeypatch.setattr(byte_view.ViewBank, "__init__", on_device)
+    _views_on_device(monkeypatch)
     seqs, scores, scored = run()
     assert torch.equal(seqs, host_seqs)
     assert torch.allclose(scores, host_scores, atol=1e-6, rtol=0)
