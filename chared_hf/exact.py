@@ -21,11 +21,13 @@ hypotheses by ``P(τ)·M(r)`` are kept. ``None`` keeps everything (exact). ``pru
 also drops children and hypotheses lighter than θ times the text's kept probability (the
 config's default: 1e-4 under a count bound, 0 without one). Every
 dropped mass is accounted for: ``logprob_bounds`` gives certified bounds on the unbounded
-mode's log-probability of the text. One lineage is never
-pruned: from the last point where the heaviest hypothesis had just left a token boundary, it
-spells the text one byte per token (byte-level and byte-fallback vocabularies have a token for
-every byte); its child sits at a token boundary, so every byte the member can represent keeps
-some mass and observed text never gets probability zero through pruning.
+mode's log-probability of the text. Observed text never gets probability zero through
+pruning: where the next byte (known, or chosen by the ensemble) has no mass under any kept
+hypothesis and none sits at a token boundary, the heaviest one spells its pending bytes one
+per token (byte-level and byte-fallback vocabularies have a token for every byte), run then;
+that *lineage* sits at a token boundary, so it gives every byte the member can represent some
+mass (``widen``). It is built only where a byte needs it: kept on every byte, it cost a token
+per byte and a third of the calls and the time (``benchmarks/README.md``).
 
 Forward passes (``TokenTree``): all token sequences of one member on one sequence live in one
 lane of the member's KV cache, each token once, so hypotheses share every prefix they have in
@@ -117,11 +119,7 @@ class ExactMember:
         self.floor = math.log(prune_below) if prune_below > 0 else -math.inf
         self.hyps: list[Hypothesis] = []
         self.children: list[Hypothesis] | None = None  # expanded children of `hyps`
-        # A lineage never pruned: it spells the text one byte per token, so its child is at a
-        # token boundary and gives every byte the member can represent some mass (observed
-        # text never gets probability zero because of pruning).
-        self.protected: Hypothesis | None = None
-        self.protected_child: Hypothesis | None = None
+        self.lineages = 0  # lineages built (``widen``): bytes pruning would have made impossible
         self.best: Hypothesis | None = None  # the heaviest hypothesis (where runs ahead start)
         # The member's token tree (shared with the other rows of a batch), this row's lane.
         self.tree = tree if tree is not None else TokenTree(member.model, member.table)
@@ -223,7 +221,7 @@ class ExactMember:
         else:
             root = self.tree.request(None, ids, lane=self.lane)
         self.hyps = [Hypothesis(root, 0.0, b"")]
-        self.protected = self.best = self.hyps[0]
+        self.best = self.hyps[0]
         self.children = None
         self.kept, self.dropped, self._lost = 0.0, -math.inf, False
 
@@ -242,14 +240,11 @@ class ExactMember:
             for t, p in zip(ids.tolist(), probs.tolist(), strict=True):
                 if p > 0:
                     candidates.append((h.logp + math.log(p / total), t, h))
-        guard = self._protected_candidate(candidates)
         every = candidates
         if self.floor > -math.inf:  # light children, relative to the text's probability
             candidates = [c for c in candidates if c[0] >= self.kept + self.floor]
         if self.k is not None:
             candidates = heapq.nlargest(self.k, candidates, key=lambda c: c[0])
-        if guard is not None and not any(c is guard for c in candidates):
-            candidates.append(guard)
         if len(candidates) < len(every):
             run = {id(c) for c in candidates}
             self._drop([c[0] for c in every if id(c) not in run])  # children never run
@@ -258,13 +253,8 @@ class ExactMember:
                 f"max_hypotheses: None (no bound) would run {len(candidates)} tokens at once for "
                 f"one byte of this text (member {self.member.name!r}; the number of "
                 "tokenizations grows exponentially with the length); give a bound such as 8")
-        self.children, self.protected_child = [], None
         self._run(candidates)
-        for candidate in candidates:
-            logp, t, h = candidate
-            self.children.append(Hypothesis(h.node.children[t], logp, b""))
-            if candidate is guard:
-                self.protected_child = self.children[-1]
+        self.children = [Hypothesis(h.node.children[t], logp, b"") for logp, t, h in candidates]
         return self.children
 
     def _run(self, candidates: list[tuple[float, int, Hypothesis]]) -> None:
@@ -319,10 +309,9 @@ class ExactMember:
         that continues the heaviest hypothesis' pending bytes, and the lighter hypotheses'
         next tokens along the text it spells (not in a batch: its rows share their calls
         already, so a guess would only add tokens, ``benchmarks/README.md``). Inside
-        each guessed token, every shorter token a hypothesis can end at, and the token's
-        bytes one per token (the protected lineage). Nothing where the guess was run ahead
-        already. Later bytes whose children are among them cost no call; the numbers are the
-        same."""
+        each guessed token, every shorter token a hypothesis can end at. Nothing where the
+        guess was run ahead already. Later bytes whose children are among them cost no call;
+        the numbers are the same."""
         if RUN_AHEAD_BYTES <= 0:
             return
         best, member, needed = self.best, self.member, len(queries)
@@ -367,9 +356,8 @@ class ExactMember:
     def _chain(self, parent: Node | int, length: int, guess: list[int],
                queries: list[tuple[Node | int, int]], seen: dict) -> None:
         """Queue ``guess`` after ``parent`` (a node or an earlier query, ``length`` tokens
-        long), with the shorter and the one-byte tokens inside each guessed token (from
-        every child, not only for the protected lineage: 14% fewer calls for SmolLM2, at 4
-        more tokens per byte); nodes run before are followed instead of queued."""
+        long), with the shorter tokens inside each guessed token; nodes run before are
+        followed instead of queued."""
         member = self.member
         if not guess or isinstance(parent, Node) and guess[0] in parent.children:
             return  # run ahead already
@@ -380,12 +368,6 @@ class ExactMember:
         for t in guess:
             for early in self._prefixes_kept(parent, t):  # hypotheses that end inside `t`
                 _queue(parent, early, queries, seen)
-            chain = parent
-            for byte in pieces[t] or b"":  # `t`'s bytes, one per token
-                byte_id = member.byte_id(byte)
-                if byte_id is None:
-                    break
-                chain = _queue(chain, byte_id, queries, seen)
             parent = _queue(parent, t, queries, seen)
 
     def _prefixes_kept(self, parent: Node | int, token: int) -> list[int]:
@@ -438,16 +420,45 @@ class ExactMember:
         for h, end in zip(self.hyps, ends, strict=True):
             h.node = nodes[end]
 
-    def _protected_candidate(self, candidates: list) -> tuple | None:
-        """The protected lineage's child: its pending byte as one token, the member's own id
-        for that byte where it has one (the id ``_chain`` runs ahead, so that the lineage
-        finds its children run), else the likeliest id."""
-        mine = [c for c in candidates if c[2] is self.protected]
-        if not mine:
-            return None
-        pending = self.protected.pending
-        own = self.member.byte_id(pending[0]) if len(pending) == 1 else None
-        return next((c for c in mine if c[1] == own), None) or max(mine, key=lambda c: c[0])
+    def widen(self) -> bool:
+        """Give every byte the member can represent some mass: where no hypothesis or child
+        sits at a token boundary, add the *lineage*, the heaviest hypothesis with its pending
+        bytes one per token (the member's own id for each byte), run now in one call. Its
+        tokenizations are none of the other hypotheses' (their next token reaches past the
+        text), so the kept mass stays a lower bound. Returns whether it was added (not where a
+        boundary exists already, a pending byte has no token of its own, or the lineage has
+        probability zero)."""
+        best = self.best
+        if best is None or not all(h.pending for h in self.hyps + (self.children or [])):
+            return False
+        ids = [self.member.byte_id(b) for b in best.pending]
+        if None in ids:
+            return False
+        queries: list[tuple[Node | int, int]] = []
+        seen: dict = {}
+        parent: Node | int = best.node
+        for t in ids:  # follow what ran before, queue the rest
+            parent = _queue(parent, t, queries, seen)
+        if queries:
+            self._request(queries, views=len(queries))
+            self.tree.flush()
+        node, logp = best.node, best.logp
+        for t in ids:  # the lineage's probability, token by token (specials removed)
+            p = float(node.view.probs[t])
+            if p <= 0:
+                return False
+            logp += math.log(p / node.view.text_total)
+            node = node.children[t]
+        self.hyps.append(Hypothesis(node, logp, b""))
+        self.lineages += 1
+        return True
+
+    def _next_known(self) -> int | None:
+        """The next byte of known text (the prompt being read, a scored text), if any."""
+        if self._script_pos < len(self._script):
+            return self._script[self._script_pos]
+        ahead = self.cursor.ahead(1) if self.cursor is not None else b""
+        return ahead[0] if ahead else None
 
     def _weighted_masses(self) -> tuple[list[Hypothesis], list[np.ndarray]]:
         """Every hypothesis and child with its outcome masses (bytes, end of text), each
@@ -475,12 +486,24 @@ class ExactMember:
         more = b"" if byte is None else bytes((byte,))
         return [(h.view, h.pending + more) for h in self.hyps + ready]
 
+    def _masses(self, byte: int | None) -> tuple[list[Hypothesis], np.ndarray]:
+        """Every hypothesis and child, and the outcome masses they sum to (relative to the
+        heaviest); the lineage joins first where ``byte`` (the next byte, when known) would
+        get no mass (``widen``)."""
+        everyone, rows = self._weighted_masses()
+        total = np.sum(rows, axis=0)
+        if byte is not None and total[byte] <= 0 and self.widen():
+            everyone, rows = self._weighted_masses()
+            total = np.sum(rows, axis=0)
+        return everyone, total
+
     def distribution(self) -> np.ndarray | None:
-        """The member's distribution over the next byte and end of text (257 entries)."""
+        """The member's distribution over the next byte and end of text (257 entries): over
+        the bytes its kept hypotheses spell, with the lineage (``widen``) where known text's
+        next byte needs it."""
         if not self.hyps:
             return None
-        _, rows = self._weighted_masses()
-        total = np.sum(rows, axis=0)
+        _, total = self._masses(self._next_known())
         z = total.sum()
         return total / z if z > 0 else None
 
@@ -490,21 +513,16 @@ class ExactMember:
         no hypotheses), from the masses this step computes anyway."""
         if not self.hyps:
             return math.nan
-        everyone, rows = self._weighted_masses()
-        total = np.sum(rows, axis=0)
+        everyone, total = self._masses(byte)
         z = float(total.sum())
         prob = float(total[byte]) / z if z > 0 else math.nan
-        base = self.protected if self.protected and not self.protected.pending else (
-            self.protected_child)
-        kept, guard = [], None
+        kept = []
         gather([(h.view, h.pending + bytes((byte,))) for h in everyone])
         for h in everyone:
             pending = h.pending + bytes((byte,))
             mass = float(h.view.masses(pending).sum()) / h.view.text_total
             if mass > 0:
                 kept.append((h.logp + math.log(mass), Hypothesis(h.node, h.logp, pending)))
-                if h is base:
-                    guard = kept[-1]
         if not kept:  # no tokenization spells `byte` (a lossy tokenizer)
             self._reroot(everyone, byte)
             return prob
@@ -512,20 +530,12 @@ class ExactMember:
             ranked = sorted(kept, key=lambda c: c[0], reverse=True)
             floor = np.logaddexp.reduce([c[0] for c in ranked]) + self.floor
             kept = [c for c in ranked[: self.k] if c[0] >= floor]
-            if guard is not None and not any(c is guard for c in kept):
-                kept.append(guard)
             chosen = {id(c) for c in kept}
             self._drop([c[0] for c in ranked if id(c) not in chosen])
         if not self._lost:
             self.kept = float(np.logaddexp.reduce([c[0] for c in kept]))
         self.hyps = [h for _, h in kept]
-        self.protected = guard[1] if guard is not None else (self.hyps[0] if self.hyps else None)
-        # Re-anchor the protected lineage on the heaviest hypothesis whenever that one has just
-        # left a token boundary (one pending byte that is itself a token): the fallback then
-        # stays close to the likeliest path instead of drifting to negligible probability.
-        best = self.best = max(kept, key=lambda c: c[0])[1]
-        if len(best.pending) == 1 and float(best.view.ending_ids(best.pending)[1].sum()) > 0:
-            self.protected = best
+        self.best = max(kept, key=lambda c: c[0])[1]
         self.children = None
         return prob
 
@@ -541,7 +551,7 @@ class ExactMember:
             ids = []
         node = self.tree.chain(anchor.node, ids) if ids else anchor.node
         self.hyps = [Hypothesis(node, anchor.logp, b"")]
-        self.protected = self.best = self.hyps[0]
+        self.best = self.hyps[0]
         self.children = None
         # The text now has probability zero unless a dropped hypothesis spells it: the lower
         # bound is 0 from here on, the upper bound what was dropped (nothing kept is real).
@@ -626,9 +636,10 @@ class ExactSequenceState(engine.Row):
                 m.read_prompt_byte()
 
     def advance(self, byte: int) -> None:
-        self.row_weights.read(byte)  # the weights first: each member's probability of `byte`
-        for m in self.members:
-            m.advance(byte)
+        # Each member's probability of `byte` moves the weights: what its distribution gave,
+        # or its lineage's where it had none (``ExactMember.widen``; another member's mass
+        # chose the byte).
+        self.row_weights.read(byte, [m.advance(byte) for m in self.members])
         if self.cursor is not None:
             self.cursor.pos += 1
 
@@ -650,6 +661,11 @@ class ExactSequenceState(engine.Row):
     def distribution(self) -> np.ndarray:
         dists = [m.distribution() for m in self.members]
         joint = combine(self.rule, dists, self.weights)
+        if joint is None and any([m.widen() for m in self.members]):
+            # the product rule found no outcome every member can spell: with their lineages,
+            # every member gives every byte it can represent some mass
+            dists = [m.distribution() for m in self.members]
+            joint = combine(self.rule, dists, self.weights)
         if joint is None:
             raise RuntimeError("no member gives any probability to the text so far")
         if self.row_weights.moves:  # what each member gave each outcome, for the weights

@@ -149,11 +149,13 @@ class RowWeights:
         self.weights = np.asarray(weighting.prior)  # exp(log_w), kept with it
         self.byte_probs: np.ndarray | None = None
 
-    def read(self, byte: int) -> None:
+    def read(self, byte: int, probs: list[float] | None = None) -> None:
         """Move the weights by ``byte``: each member's probability of it in the distribution
-        the row last returned."""
+        the row last returned (``probs``: the members' own account of it, where reading the
+        byte changed what they gave it)."""
         if self.moves and self.byte_probs is not None and byte < self.byte_probs.shape[1]:
-            self._set(self.weighting.update(self.log_w, self.byte_probs[:, byte]))
+            self._set(self.weighting.update(
+                self.log_w, self.byte_probs[:, byte] if probs is None else np.asarray(probs)))
 
     def fork(self) -> RowWeights:
         """A copy to read bytes ahead with (the greedy steps ahead of ``predicted_commits``),

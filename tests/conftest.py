@@ -49,12 +49,12 @@ def tiny_model(vocab_size: int, seed: int = 0, layers: int = 1, bos: int | None 
     return model
 
 
-class EosBiased(torch.nn.Module):
-    """A member whose end-of-text logit is raised by ``bias`` (a model that wants to stop)."""
+class TokenBiased(torch.nn.Module):
+    """A member whose logit of ``token`` is raised by ``bias`` after every prefix."""
 
-    def __init__(self, model, eos: int, bias: float):
+    def __init__(self, model, token: int, bias: float):
         super().__init__()
-        self.inner, self.eos, self.bias = model, eos, bias
+        self.inner, self.token, self.bias = model, token, bias
 
     @property
     def device(self):
@@ -62,8 +62,16 @@ class EosBiased(torch.nn.Module):
 
     def forward(self, **kwargs):
         out = self.inner(**kwargs)
-        out.logits[..., self.eos] += self.bias
+        out.logits[..., self.token] += self.bias
         return out
+
+
+class EosBiased(TokenBiased):
+    """A member whose end-of-text logit is raised by ``bias`` (a model that wants to stop)."""
+
+    def __init__(self, model, eos: int, bias: float):
+        super().__init__(model, eos, bias)
+        self.eos = eos
 
 
 @pytest.fixture(scope="session", autouse=True)
