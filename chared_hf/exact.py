@@ -26,8 +26,8 @@ pruning: where the next byte (known, or chosen by the ensemble) has no mass unde
 hypothesis and none sits at a token boundary, the heaviest one spells its pending bytes one
 per token (byte-level and byte-fallback vocabularies have a token for every byte), run then;
 that *lineage* sits at a token boundary, so it gives every byte the member can represent some
-mass (``widen``). It is built only where a byte needs it: kept on every byte, it cost a token
-per byte and a third of the calls and the time (``benchmarks/README.md``).
+mass (``widen``). It is built only where a byte needs it: kept on every byte, it cost about a
+token per byte and, for SmolLM2, a fifth of the calls and of the time (``benchmarks/README.md``).
 
 Forward passes (``TokenTree``): all token sequences of one member on one sequence live in one
 lane of the member's KV cache, each token once, so hypotheses share every prefix they have in
