@@ -639,7 +639,7 @@ class ExactSequenceState(engine.Row):
         # Each member's probability of `byte` moves the weights: what its distribution gave,
         # or its lineage's where it had none (``ExactMember.widen``; another member's mass
         # chose the byte).
-        self.row_weights.read(byte, [m.advance(byte) for m in self.members])
+        self.row_weights.read_probs([m.advance(byte) for m in self.members])
         if self.cursor is not None:
             self.cursor.pos += 1
 
@@ -668,9 +668,6 @@ class ExactSequenceState(engine.Row):
             joint = combine(self.rule, dists, self.weights)
         if joint is None:
             raise RuntimeError("no member gives any probability to the text so far")
-        if self.row_weights.moves:  # what each member gave each outcome, for the weights
-            self.row_weights.byte_probs = np.stack([
-                d if d is not None else np.full(EPS, np.nan) for d in dists])
         return joint / joint.sum()
 
     def recommit(self) -> None:

@@ -140,7 +140,8 @@ class RowWeights:
 
     ``byte_probs`` (``[members, outcomes]``, set by the row with every distribution it returns)
     is what each member gave each outcome; ``read(byte)`` then moves the weights by the byte
-    the row reads next."""
+    the row reads next. A row whose members give their probability of the byte as they read
+    it (the exact mode) passes those to ``read_probs`` instead."""
 
     def __init__(self, weighting: Weighting):
         self.weighting = weighting
@@ -149,13 +150,17 @@ class RowWeights:
         self.weights = np.asarray(weighting.prior)  # exp(log_w), kept with it
         self.byte_probs: np.ndarray | None = None
 
-    def read(self, byte: int, probs: list[float] | None = None) -> None:
+    def read(self, byte: int) -> None:
         """Move the weights by ``byte``: each member's probability of it in the distribution
-        the row last returned (``probs``: the members' own account of it, where reading the
-        byte changed what they gave it)."""
+        the row last returned."""
         if self.moves and self.byte_probs is not None and byte < self.byte_probs.shape[1]:
-            self._set(self.weighting.update(
-                self.log_w, self.byte_probs[:, byte] if probs is None else np.asarray(probs)))
+            self._set(self.weighting.update(self.log_w, self.byte_probs[:, byte]))
+
+    def read_probs(self, probs: list[float]) -> None:
+        """Move the weights by the byte read: ``probs[i]``, member i's probability of it
+        (``nan`` where it gave none)."""
+        if self.moves:
+            self._set(self.weighting.update(self.log_w, np.asarray(probs, dtype=np.float64)))
 
     def fork(self) -> RowWeights:
         """A copy to read bytes ahead with (the greedy steps ahead of ``predicted_commits``),
