@@ -44,8 +44,10 @@ lighter hypothesis' next few tokens along it (``RUN_AHEAD_LINEAGE_TOKENS``); for
 an accelerator, from every child the call runs too (``RUN_AHEAD_CHILDREN``: less than half
 the calls, several times the tokens). The start's own call runs the text's first tokens the
 same way (``_root``). A shorter token that the floor would drop when the text reaches its end
-is not run (``_prefixes_kept``). Every node run is kept as a child of its parent, so a
-later byte whose children were run ahead costs no call.
+is not run (``_prefixes_kept``). In generation, a row alone runs ahead the same way along
+the bytes it guesses the ensemble reads next (``lookahead.predict``: the greedy steps run on
+the host from what the members' views know). Every node run is kept as a child of its
+parent, so a later byte whose children were run ahead costs no call.
 
 Long texts: when a hypothesis would outgrow the member's window, every hypothesis keeps the
 member's start ids and its most recent tokens (the longest fills 3/4 of the window), cut at
@@ -66,14 +68,17 @@ from __future__ import annotations
 import heapq
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from . import engine
 from .byte_view import EPS, ByteView, ending, gather
 from .combine import combine
 from .engine import TextCursor
+from .lookahead import predict
 from .state import Member, as_weighting
 from .token_bytes import split_utf8
 from .token_tree import Node, TokenTree
@@ -121,6 +126,8 @@ class ExactMember:
         self.children: list[Hypothesis] | None = None  # expanded children of `hyps`
         self.lineages = 0  # lineages built (``widen``): bytes pruning would have made impossible
         self.best: Hypothesis | None = None  # the heaviest hypothesis (where runs ahead start)
+        # Generation of a row alone: the row's guess of the bytes ahead (``lookahead``).
+        self.predict: Callable[[], bytes] | None = None
         # The member's token tree (shared with the other rows of a batch), this row's lane.
         self.tree = tree if tree is not None else TokenTree(member.model, member.table)
         self.lane = self.tree.new_lane()
@@ -305,10 +312,12 @@ class ExactMember:
         of the tokens ahead: on known text, the member's own tokenization of the pending bytes
         and the text ahead, from the heaviest hypothesis (its next
         ``RUN_AHEAD_LINEAGE_TOKENS`` from each lighter one) and (``RUN_AHEAD_CHILDREN``) from
-        each child this call runs; in generation of one row, the member's likeliest token
-        that continues the heaviest hypothesis' pending bytes, and the lighter hypotheses'
-        next tokens along the text it spells (not in a batch: its rows share their calls
-        already, so a guess would only add tokens, ``benchmarks/README.md``). Inside
+        each child this call runs; in generation of one row, the same along the bytes the
+        row guesses the ensemble reads next (``lookahead.predict``), or where it guesses
+        none, the member's likeliest token that continues the heaviest hypothesis' pending
+        bytes and the lighter hypotheses' next tokens along the text it spells (not in a
+        batch: its rows share their calls already, so a guess would only add tokens,
+        ``benchmarks/README.md``). Inside
         each guessed token, every shorter token a hypothesis can end at. Nothing where the
         guess was run ahead already. Later bytes whose children are among them cost no call;
         the numbers are the same."""
@@ -320,6 +329,10 @@ class ExactMember:
         text = split_utf8(best.pending + upcoming)[0].encode("utf-8")  # whole characters
         if len(text) > len(best.pending):
             guess, ahead = member.token_bytes.encode(text), upcoming
+        elif self.guesses_alone and (predicted := self._predicted()):
+            # nothing known ahead: the ensemble's greedy steps ahead, run on the host
+            text = split_utf8(best.pending + predicted)[0].encode("utf-8")
+            guess, ahead = member.token_bytes.encode(text) if text else [], predicted
         elif self.guesses_alone:  # nothing known ahead: the likeliest continuation
             likeliest = best.view.likeliest_extension(best.pending)
             guess = [likeliest] if likeliest is not None else []
@@ -338,12 +351,19 @@ class ExactMember:
             for q in range(needed):  # each child this byte needs: the text ahead from it
                 self._chain(q, len(queries[q][0]) + 1, guess, queries, seen)
 
+    def _predicted(self) -> bytes:
+        """The row's guess of the bytes ahead (``lookahead.predict``), if it gives one."""
+        return self.predict() if self.predict is not None else b""
+
     def _next_tokens(self, node: Node, text: bytes, queries: list[tuple[Node | int, int]],
                      seen: dict) -> None:
         """Queue, after ``node``, the member's own tokenization of ``text`` (whole
         characters), following the nodes run before and adding at most
-        ``RUN_AHEAD_LINEAGE_TOKENS`` new ones: each call extends a lighter hypothesis' run
-        ahead by a few tokens, which keeps it ahead of the text at little cost."""
+        ``RUN_AHEAD_LINEAGE_TOKENS`` new ones, each with the shorter tokens inside it that
+        the floor keeps (``_prefixes_kept``): each call extends a lighter hypothesis' run
+        ahead by a few tokens, which keeps it ahead of the text at little cost. Without the
+        shorter tokens, a lighter hypothesis almost as heavy as the heaviest cost a call at
+        each byte of a word its children end in (``benchmarks/README.md``)."""
         parent: Node | int = node
         added = 0
         for t in self._own_tokens(text):
@@ -351,6 +371,8 @@ class ExactMember:
                 if added == RUN_AHEAD_LINEAGE_TOKENS:
                     return
                 added += 1
+                for early in self._prefixes_kept(parent, t):  # hypotheses that end inside it
+                    _queue(parent, early, queries, seen)
             parent = _queue(parent, t, queries, seen)
 
     def _chain(self, parent: Node | int, length: int, guess: list[int],
@@ -596,6 +618,12 @@ class ExactSequenceState(engine.Row):
         self.rule = rule
         self.finished = False
         self._prompt_bytes: int | None = None
+        self._guess: bytes | None = None  # the bytes ahead ``lookahead`` guessed at this step
+        for m in self.members:
+            m.predict = self._predicted
+        # The order in which a row alone runs its members' calls (``resolve``): fewest
+        # parameters first.
+        self._cheapest_first = sorted(self.members, key=lambda m: _size(m.member.model))
 
     @property
     def weights(self) -> np.ndarray:
@@ -640,18 +668,33 @@ class ExactSequenceState(engine.Row):
         # or its lineage's where it had none (``ExactMember.widen``; another member's mass
         # chose the byte).
         self.row_weights.read_probs([m.advance(byte) for m in self.members])
+        self._guess = None
         if self.cursor is not None:
             self.cursor.pos += 1
 
+    def _predicted(self) -> bytes:
+        """Generation of a row alone: the bytes the ensemble's greedy steps would read next,
+        as far as the members' known distributions tell (``lookahead.predict``; once per
+        step, for the members' calls to run ahead along)."""
+        if self._guess is None:
+            self._guess = predict(self.members, self.weights, self.rule)
+        return self._guess
+
     def resolve(self) -> None:
         """No token-end decision: a prompt just read moves the weights, and every member
-        queues the children the next byte needs."""
+        queues the children the next byte needs (a row alone runs each member's call at once,
+        the cheapest member first, so that the next one's run ahead reads its views)."""
         if self._prompt_bytes is not None:
             self.row_weights.read_prompt([m.prompt_probs(self._prompt_bytes)
                                           for m in self.members])
             self._prompt_bytes = None
-        for m in self.members:
+        for m in self._cheapest_first:
             m.prepare()
+            if self.extends and m.tree.queued_lanes():
+                # A row alone: this member's call runs now, so that the guess of the text
+                # ahead that the costlier members' calls run along reads its new views.
+                m.tree.flush()
+                self._guess = None
 
     def wanted(self, byte: int | None = None) -> list:
         """Every member's hypotheses and run children with their pending bytes (and
@@ -679,3 +722,7 @@ class ExactSequenceState(engine.Row):
         ``begin`` under the unbounded exact mode (``ExactMember.logprob_bounds``)."""
         return [m.logprob_bounds() for m in self.members]
 
+
+def _size(model: torch.nn.Module) -> int:
+    """A model's parameters (what one forward call costs, roughly)."""
+    return sum(p.numel() for p in model.parameters())
