@@ -122,15 +122,13 @@ def main() -> None:
             members, args.members, prompt, args.exact_bytes, args.repeats,
             not args.no_unbounded)]
         print_table(payload["exact"], list(payload["exact"][0]))
-        totals = {mode: sum(r["seconds"] for r in payload["exact"] if r["mode"] == mode)
-                  for mode in dict.fromkeys(r["mode"] for r in payload["exact"])}
+        totals: dict[str, float] = {}  # seconds per mode over the prompts
+        for row in payload["exact"]:
+            totals[row["mode"]] = totals.get(row["mode"], 0.0) + row["seconds"]
         paper_total = totals.pop("chared")
-        payload["exact_totals"] = {"paper_s": paper_total, **{
-            f"{mode}_s": t for mode, t in totals.items()}, **{
-            f"{mode}_ratio": t / paper_total for mode, t in totals.items()}}
-        each = "; ".join(f"{mode} {t:.2f} s ({t / paper_total:.2f}x)"
-                         for mode, t in totals.items())
-        print(f"over the prompts: paper mode {paper_total:.2f} s; {each}")
+        payload["exact_totals"] = {"paper_s": paper_total, **totals}
+        print(f"over the prompts: paper mode {paper_total:.2f} s; " + "; ".join(
+            f"{mode} {t:.2f} s ({t / paper_total:.2f}x)" for mode, t in totals.items()))
     payload["peak_rss_mb"] = peak_rss_mb()
     path = write_json("generation-" + "+".join(args.members) + "-" + "-".join(args.parts),
                       payload)

@@ -126,8 +126,9 @@ class ExactMember:
         self.children: list[Hypothesis] | None = None  # expanded children of `hyps`
         self.lineages = 0  # lineages built (``widen``): bytes pruning would have made impossible
         self.best: Hypothesis | None = None  # the heaviest hypothesis (where runs ahead start)
-        # Generation of a row alone: the row's guess of the bytes ahead (``lookahead``).
-        self.predict: Callable[[], bytes] | None = None
+        # Generation of a row alone: the row's guess of the bytes ahead (``lookahead``; the
+        # row sets it, none by default).
+        self.predict: Callable[[], bytes] = bytes
         # The member's token tree (shared with the other rows of a batch), this row's lane.
         self.tree = tree if tree is not None else TokenTree(member.model, member.table)
         self.lane = self.tree.new_lane()
@@ -325,15 +326,15 @@ class ExactMember:
             return
         best, member, needed = self.best, self.member, len(queries)
         seen = {(_key(parent), t): q for q, (parent, t) in enumerate(queries)}
-        upcoming = self._upcoming()
-        text = split_utf8(best.pending + upcoming)[0].encode("utf-8")  # whole characters
-        if len(text) > len(best.pending):
-            guess, ahead = member.token_bytes.encode(text), upcoming
-        elif self.guesses_alone and (predicted := self._predicted()):
+        ahead = upcoming = self._upcoming()
+        text = split_utf8(best.pending + ahead)[0].encode("utf-8")  # whole characters
+        if len(text) <= len(best.pending) and self.guesses_alone:
             # nothing known ahead: the ensemble's greedy steps ahead, run on the host
-            text = split_utf8(best.pending + predicted)[0].encode("utf-8")
-            guess, ahead = member.token_bytes.encode(text) if text else [], predicted
-        elif self.guesses_alone:  # nothing known ahead: the likeliest continuation
+            ahead = self.predict()
+            text = split_utf8(best.pending + ahead)[0].encode("utf-8")
+        if len(text) > len(best.pending):
+            guess = member.token_bytes.encode(text)
+        elif self.guesses_alone:  # nothing guessed either: the likeliest continuation
             likeliest = best.view.likeliest_extension(best.pending)
             guess = [likeliest] if likeliest is not None else []
             ahead = (member.token_bytes.pieces[likeliest] or b"")[len(best.pending):] if (
@@ -350,10 +351,6 @@ class ExactMember:
             guess = self._own_tokens(upcoming)
             for q in range(needed):  # each child this byte needs: the text ahead from it
                 self._chain(q, len(queries[q][0]) + 1, guess, queries, seen)
-
-    def _predicted(self) -> bytes:
-        """The row's guess of the bytes ahead (``lookahead.predict``), if it gives one."""
-        return self.predict() if self.predict is not None else b""
 
     def _next_tokens(self, node: Node, text: bytes, queries: list[tuple[Node | int, int]],
                      seen: dict) -> None:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .byte_view import EOT, EPS, gather
+from .byte_view import EOT, EPS, ending, gather
 from .combine import combine
 from .token_tree import Node
 
@@ -79,12 +79,9 @@ def _branch(tracks: list[Track]) -> list[Track] | None:
     for node, pending, logp in tracks:
         if not pending:
             continue
-        view = node.view
-        total = view.text_total
-        b = view.table.bounds(pending)
-        ids = view.table.sorted_ids[int(b[0]):int(b[1])].numpy()
-        for t, p in zip(ids.tolist(), view.bank.host_probs[view.row, ids].tolist(),
-                        strict=True):
+        total = node.view.text_total
+        ids, probs = ending([(node.view, pending)])[0]
+        for t, p in zip(ids.tolist(), probs.tolist(), strict=True):
             if p <= 0:
                 continue
             child = node.children.get(t)
