@@ -92,6 +92,7 @@ def byte_logprobs(ensemble: CharEDModel, text: str) -> np.ndarray:
 
 def _teacher_forced(ensemble: CharEDModel, text: str) -> tuple[np.ndarray, EnsembleCache]:
     """Each byte's log-probability, read from ``<s>``, and the cache the reading left."""
+    _check_inputs(ensemble, text)
     ids = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
     if ids.shape[1] < 2:
         raise ValueError("text: expected at least one byte to score")
@@ -100,6 +101,13 @@ def _teacher_forced(ensemble: CharEDModel, text: str) -> tuple[np.ndarray, Ensem
     logits = out.logits[0, :-1].double()
     logp = logits.gather(-1, ids[0, 1:, None].to(logits.device))[:, 0].cpu().numpy()
     return logp, out.cache
+
+
+def _check_inputs(ensemble: CharEDModel, text: str) -> None:
+    if not isinstance(ensemble, CharEDModel):
+        raise ValueError(f"ensemble: expected a CharEDModel, got {type(ensemble).__name__}")
+    if not isinstance(text, str):
+        raise ValueError(f"text: expected a str, got {type(text).__name__}")
 
 
 @dataclass
@@ -127,6 +135,7 @@ class ExactScore:
 def exact_score(ensemble: CharEDModel, text: str) -> ExactScore:
     """Score ``text`` (read from ``<s>``) with an exact-mode ensemble: each byte's
     log-probability and certified bounds on the unbounded exact mode's figure."""
+    _check_inputs(ensemble, text)
     if ensemble.config.marginalization != "exact":
         raise ValueError("ensemble: exact_score needs marginalization='exact' (the paper mode "
                          "prunes nothing it could bound)")
