@@ -14,34 +14,15 @@ argmax and a concatenation. Medians of ``--repeats``, one thread, alternating th
 from __future__ import annotations
 
 import argparse
-import functools
 import statistics
 import time
 
 import torch
-from common import PROMPTS, load_members, print_table, write_json
+from common import PROMPTS, CallTimer, load_members, print_table, write_json
 
 from chared_hf import ByteTokenizer, CharEDModel
 from chared_hf.state import EnsembleCache
 from chared_hf.tokenization import EOS_ID, PAD_ID
-
-
-class ForwardTimer:
-    """Wall time inside ``model.forward`` (the ensemble's whole per-byte work)."""
-
-    def __init__(self, model: CharEDModel):
-        self.seconds = 0.0
-        forward = model.forward
-
-        @functools.wraps(forward)  # generate reads the forward's signature
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return forward(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - start
-
-        model.forward = timed
 
 
 def with_generate(model, enc, new_bytes):
@@ -80,7 +61,7 @@ def main() -> None:
         loaded = load_members(["stories", "smollm2"])
         pairs = [loaded["stories"], loaded["smollm2"]]
     model = CharEDModel.from_members(pairs)
-    timer = ForwardTimer(model)
+    timer = CallTimer(model, "forward")  # the ensemble's whole per-byte work
     tok = ByteTokenizer(padding_side="left")
     rows = []
     for batch in args.batch:
@@ -89,7 +70,7 @@ def main() -> None:
         texts, costs = {}, {name: [] for name in loops}
         for repeat in range(args.repeats + 1):  # the first round warms up
             for name, loop in loops.items():
-                timer.seconds = 0.0
+                timer.reset()
                 start = time.perf_counter()
                 with torch.no_grad():
                     out = loop(model, enc, args.new_bytes)

@@ -13,6 +13,11 @@ Forward hooks on every member model time each of its forward calls; the rest of
   * exact mode (``--max-hypotheses``, default 8), batch 1 on the first prompt: overhead per
     byte.
 
+The overhead is split three ways: Transformers' generation loop (wall time outside
+``CharEDModel.forward``), the members' byte views (``byte_view.ViewBank``: a softmax and a
+cumulative sum over the vocabulary, in float64, for each distribution a call keeps), and the
+rest (this package's step: the rows' phases, the token trees' bookkeeping).
+
     python benchmarks/overhead.py [--members pair|demo] [--new-bytes 64] [--repeats 3]
 """
 
@@ -23,31 +28,44 @@ import statistics
 import time
 
 import torch
-from common import PROMPTS, ForwardClock, load_members, print_table, write_json
+from common import PROMPTS, CallTimer, ForwardClock, load_members, print_table, write_json
 
 from chared_hf import ByteTokenizer, CharEDModel
+from chared_hf.byte_view import ViewBank
 
 
 def measure(model: CharEDModel, prompts: list[str], new_bytes: int, repeats: int,
             clock: ForwardClock) -> dict:
-    """Medians of total time, member forward time and overhead per row-byte."""
+    """Medians of total time, member forward time and overhead per row-byte (and its three
+    parts: the generation loop, the byte views, the rest), from the run with the median
+    overhead."""
     tok = ByteTokenizer(padding_side="left")
     enc = tok(prompts, return_tensors="pt", padding=True)
-    totals, forwards, produced, calls = [], [], 0, 0
-    for _ in range(repeats):
-        clock.reset()
-        start = time.perf_counter()
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=new_bytes, do_sample=False)
-        totals.append(time.perf_counter() - start)
-        forwards.append(clock.seconds)
-        calls = clock.calls
-        new = out[:, enc["input_ids"].shape[1]:]
-        produced = int((new < 256).sum())
-    total, forward = statistics.median(totals), statistics.median(forwards)
-    return {"rows": len(prompts), "row_bytes": produced, "total_s": total,
-            "member_forward_s": forward, "member_calls": calls,
-            "overhead_ms_per_row_byte": (total - forward) / produced * 1000,
+    ensemble, views = CallTimer(model, "forward"), CallTimer(ViewBank, "__init__")
+    runs = []
+    try:
+        for _ in range(repeats):
+            for timer in (clock, ensemble, views):
+                timer.reset()
+            start = time.perf_counter()
+            with torch.no_grad():
+                out = model.generate(**enc, max_new_tokens=new_bytes, do_sample=False)
+            total = time.perf_counter() - start
+            produced = int((out[:, enc["input_ids"].shape[1]:] < 256).sum())
+            ms = 1000 / produced  # seconds -> ms per row-byte
+            runs.append({"total_s": total, "member_forward_s": clock.seconds,
+                         "member_calls": clock.calls,
+                         "overhead_ms_per_row_byte": (total - clock.seconds) * ms,
+                         "loop_ms": (total - ensemble.seconds) * ms,
+                         "views_ms": views.seconds * ms, "views": views.calls,
+                         "rest_ms": (ensemble.seconds - clock.seconds - views.seconds) * ms})
+    finally:
+        ensemble.close()
+        views.close()
+    middle = sorted(runs, key=lambda r: r["overhead_ms_per_row_byte"])[len(runs) // 2]
+    return {"rows": len(prompts), "row_bytes": produced, **middle,
+            "total_s": statistics.median(r["total_s"] for r in runs),
+            "member_forward_s": statistics.median(r["member_forward_s"] for r in runs),
             "texts": tok.batch_decode(out, skip_special_tokens=True)}
 
 
@@ -111,8 +129,8 @@ def main() -> None:
     rows.append({"case": f"exact K={args.max_hypotheses}, batch 1",
                  **{k: v for k, v in ex.items() if k != "texts"}})
     columns = ["case", "rows", "row_bytes", "total_s", "member_forward_s", "member_calls",
-               "overhead_ms_per_row_byte", "members_own_batched_s", "members_own_calls",
-               "forward_ratio_to_own"]
+               "overhead_ms_per_row_byte", "loop_ms", "views_ms", "views", "rest_ms",
+               "members_own_batched_s", "members_own_calls", "forward_ratio_to_own"]
     print_table(rows, columns)
     path = write_json(f"overhead-{args.members}", {"args": vars(args), "rows": rows})
     print(f"written to {path}")
