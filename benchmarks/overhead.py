@@ -11,7 +11,8 @@ Forward hooks on every member model time each of its forward calls; the rest of
     forward time and calls against each member's own batched ``generate`` of the same texts
     (one call per token);
   * exact mode (``--max-hypotheses``, default 8), batch 1 on the first prompt: overhead per
-    byte.
+    byte for a quarter of ``--new-bytes`` (reading the prompt weighs more) and for all of
+    them.
 
 The overhead is split three ways: Transformers' generation loop (wall time outside
 ``CharEDModel.forward``), the members' byte views (``byte_view.ViewBank``: a softmax and a
@@ -125,9 +126,10 @@ def main() -> None:
     rows.append({"case": "paper, batch 8", **{k: v for k, v in eight.items() if k != "texts"},
                  "members_own_batched_s": own, "members_own_calls": own_calls,
                  "forward_ratio_to_own": eight["member_forward_s"] / own})
-    ex = measure(exact, PROMPTS[:1], max(8, args.new_bytes // 4), args.repeats, clock)
-    rows.append({"case": f"exact K={args.max_hypotheses}, batch 1",
-                 **{k: v for k, v in ex.items() if k != "texts"}})
+    for n in sorted({max(8, args.new_bytes // 4), args.new_bytes}):
+        ex = measure(exact, PROMPTS[:1], n, args.repeats, clock)
+        rows.append({"case": f"exact K={args.max_hypotheses}, batch 1",
+                     **{k: v for k, v in ex.items() if k != "texts"}})
     columns = ["case", "rows", "row_bytes", "total_s", "member_forward_s", "member_calls",
                "overhead_ms_per_row_byte", "loop_ms", "views_ms", "views", "rest_ms",
                "members_own_batched_s", "members_own_calls", "forward_ratio_to_own"]
