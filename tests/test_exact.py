@@ -33,9 +33,13 @@ from chared_hf.tokenization import EOS_ID, VOCAB_SIZE
 
 def _brute_force(model, tok, text: bytes, start: list[int], eos: int) -> float:
     """log Σ_τ P(τ)·p(EOS | τ) over token sequences τ spelling ``text`` (conftest's oracle)."""
-    pieces = {i: p.replace("▁", " ").encode() for p, i in tok.get_vocab().items()
-              if p not in tok.all_special_tokens}
-    return text_logprob(model, pieces, start, text, [eos])
+    return text_logprob(model, _pieces(tok), start, text, [eos])
+
+
+def _pieces(tok) -> dict[int, bytes]:
+    """Each text token's bytes (a piece tokenizer's ``▁`` is a space)."""
+    return {i: p.replace("▁", " ").encode() for p, i in tok.get_vocab().items()
+            if p not in tok.all_special_tokens}
 
 
 def _teacher_forced(ens: CharEDModel, text: bytes) -> float:
@@ -314,8 +318,7 @@ def _next_byte_brute_force(model, tok, prompt: bytes, start: list[int], eos: int
     sequence spelling the whole prompt adds its next token's first byte (or end of text); one
     spelling a proper prefix of it adds each next token that reaches past the prompt's end, at
     the byte after the end (each continuation counted once, where it first passes the end)."""
-    pieces = {i: p.replace("▁", " ").encode() for p, i in tok.get_vocab().items()
-              if p not in tok.all_special_tokens}
+    pieces = _pieces(tok)
     allowed = torch.full((model.config.vocab_size,), -torch.inf, dtype=torch.float64)
     allowed[[*pieces, eos]] = 0.0
     mass: dict = {}
