@@ -121,23 +121,47 @@ def spellings(pieces: dict[int, bytes], text: bytes):
                 yield [i, *rest]
 
 
+def _spelled(model, pieces: dict[int, bytes], eos_ids: list[int], start: list[int],
+             seq: list[int]) -> tuple[float, torch.Tensor]:
+    """log P(seq | start) and the log-distribution after ``seq``, with every id that is neither
+    a text piece nor end of text removed from the model's distribution (as the byte view does)."""
+    allowed = torch.full((model.config.vocab_size,), -torch.inf, dtype=torch.float64)
+    allowed[[*pieces, *eos_ids]] = 0.0
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([start + seq])).logits[0].double()
+    logp = torch.log_softmax(logits + allowed, -1)
+    return sum(float(logp[len(start) - 1 + k, t]) for k, t in enumerate(seq)), logp[-1]
+
+
 def text_logprob(model, pieces: dict[int, bytes], start: list[int], text: bytes,
                  eos_ids: list[int]) -> float:
     """The brute-force oracle: log Σ_τ P(τ)·p(end of text | τ) over every token sequence τ
-    whose ``pieces`` spell ``text``, after the ids ``start``; every id that is neither a text
-    piece nor end of text is removed from the model's distribution (as the byte view does)."""
-    allowed = torch.full((model.config.vocab_size,), -torch.inf, dtype=torch.float64)
-    allowed[list(pieces)] = 0.0
-    allowed[list(eos_ids)] = 0.0
+    whose ``pieces`` spell ``text``, after the ids ``start``."""
     total = 0.0
     for seq in spellings(pieces, text):
-        ids = start + seq
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([ids])).logits[0].double()
-        logp = torch.log_softmax(logits + allowed, -1)
-        lp = sum(float(logp[len(start) - 1 + k, t]) for k, t in enumerate(seq))
-        total += math.exp(lp + float(torch.logsumexp(logp[-1, list(eos_ids)], 0)))
+        before, after = _spelled(model, pieces, eos_ids, start, seq)
+        total += math.exp(before + float(torch.logsumexp(after[list(eos_ids)], 0)))
     return math.log(total) if total > 0 else -math.inf
+
+
+def next_byte_distribution(model, pieces: dict[int, bytes], start: list[int], prompt: bytes,
+                           eos_ids: list[int], size: int, eos_out: int) -> torch.Tensor:
+    """The brute-force next byte after ``prompt`` (a float64 vector of ``size``; end of text
+    at ``eos_out``), summed over every token sequence: one spelling the whole prompt adds its
+    next token's first byte or end of text; one spelling a proper prefix adds each next token
+    that reaches past the prompt's end, at the byte after the end (each continuation counted
+    once, where it first passes the end)."""
+    mass = torch.zeros(size, dtype=torch.float64)
+    for cut in range(len(prompt) + 1):
+        tail = prompt[cut:]
+        for seq in spellings(pieces, prompt[:cut]):
+            before, after = _spelled(model, pieces, eos_ids, start, seq)
+            for t, piece in pieces.items():
+                if len(piece) > len(tail) and piece.startswith(tail):
+                    mass[piece[len(tail)]] += math.exp(before + float(after[t]))
+            if not tail:
+                mass[eos_out] += math.exp(before + float(torch.logsumexp(after[eos_ids], 0)))
+    return mass / mass.sum()
 
 
 def piece_tokenizer(pieces: list[str], specials: tuple[str, ...] = ("<unk>", "<s>", "</s>")):
