@@ -77,7 +77,8 @@ class CallTimer:
 
 
 def load_members(names: list[str]):
-    """(model, tokenizer) pairs for ``stories`` and ``smollm2`` from the assets."""
+    """(model, tokenizer) pairs for ``stories`` and ``smollm2`` from the assets, and
+    ``qwen2shape`` (``qwen2_shaped_member``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from chared_hf.gguf import load_gguf
@@ -90,9 +91,31 @@ def load_members(names: list[str]):
                          AutoTokenizer.from_pretrained(path))
         elif name == "smollm2":
             out[name] = load_gguf(ASSETS / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
+        elif name == "qwen2shape":
+            out[name] = qwen2_shaped_member()
         else:
             raise ValueError(f"members: unknown benchmark member {name!r}")
     return out
+
+
+def qwen2_shaped_member(layers: int = 2, seed: int = 0):
+    """A member with a large vocabulary: Qwen2's tokenizer (151,936 ids, from the assets) and a
+    random-weight Qwen2 model at Qwen2.5-0.5B's width (hidden 896, 14 heads, 2 KV heads, tied
+    embeddings) but ``layers`` layers instead of 24: the vocabulary-sized work per distribution
+    is a real model's, the layers' cost a fraction of it. Its text is noise; it measures cost."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(ASSETS / "tokenizers" / "qwen2")
+    config = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864,
+                         num_hidden_layers=layers, num_attention_heads=14, num_key_value_heads=2,
+                         max_position_embeddings=32768, tie_word_embeddings=True,
+                         bos_token_id=None, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():  # peaked distributions, as a trained model's are
+        model.model.embed_tokens.weight.mul_(8.0)
+    return model, tokenizer
 
 
 def corpus(chunk_bytes: int = 1500) -> list[tuple[str, str]]:

@@ -4,13 +4,14 @@ Subcommands (``chared <command> --help`` for each):
 
   * ``generate PROMPT``: stream the ensemble's continuation of a prompt.
   * ``score FILE``: bits per byte of a UTF-8 text for each member (its own token-level figure)
-    and for the ensemble (in the exact mode unless ``--marginalization chared``).
+    and for the ensemble.
   * ``fit-weights DEV_FILE [--heldout FILE]``: mixture weights by EM over exact byte-level
     members, with the development and held-out figures.
   * ``eval humaneval|gsm8k``: pass@1 or accuracy for each member alone and for the ensemble.
 
 Every command takes ``--member`` (a Hub id, a model folder or a ``.gguf`` file; repeat it),
-``--weights``, ``--combine``, ``--marginalization``, ``--max-hypotheses``, ``--prune-below``,
+``--weights``, ``--combine``, ``--marginalization`` (``exact`` by default, ``chared`` for the
+paper's decoding), ``--no-heal-prompt``, ``--max-hypotheses``, ``--prune-below``,
 ``--json`` (one JSON object on stdout at the end) and ``--output PATH`` (JSON lines written as
 results come, so an interrupted run keeps what it did). Bad input gives a one-line error and
 exit status 2; Ctrl-C prints the results so far and exits with 130.
@@ -177,9 +178,13 @@ def _member_options() -> argparse.ArgumentParser:
                        "without --member)")
     group.add_argument("--switch-rate", type=_rate, metavar="A",
                        help=f"switching: the rate in [0, 1] (default {DEFAULT_SWITCH_RATE})")
-    group.add_argument("--marginalization", choices=["chared", "exact"],
-                       help="chared: the paper's decoding; exact: all tokenizations (default "
-                            "exact for score, whose figures it keeps finite; chared otherwise)")
+    group.add_argument("--marginalization", choices=["chared", "exact"], default="exact",
+                       help="exact: every member a byte-level LM over all its tokenizations "
+                            "(default); chared: the paper's decoding")
+    group.add_argument("--no-heal-prompt", dest="heal_prompt", action="store_false",
+                       help="chared mode: commit each member's tokenization of the whole "
+                            "prompt (the paper's literal handling) instead of leaving its last "
+                            "tokens pending so that a longer token can continue them")
     group.add_argument("--max-hypotheses", type=_hypotheses, default=8, metavar="K",
                        help="exact mode: hypotheses kept per member, or 'none' (default 8)")
     group.add_argument("--prune-below", type=_fraction, default=None, metavar="THETA",
@@ -307,7 +312,8 @@ def _ensemble(args, members) -> CharEDModel:
                                     marginalization=args.marginalization,
                                     max_hypotheses=args.max_hypotheses,
                                     prune_below=args.prune_below,
-                                    weighting=args.weighting, switch_rate=args.switch_rate)
+                                    weighting=args.weighting, switch_rate=args.switch_rate,
+                                    heal_prompt=args.heal_prompt)
 
 
 def _check_weights_early(args) -> None:
@@ -571,8 +577,6 @@ def _solve(args, system, problem: dict) -> tuple[bool, str, str]:
 # -- entry point -----------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.marginalization is None:  # score: the mode that gives every spellable byte mass
-        args.marginalization = "exact" if args.command == "score" else "chared"
     prog = f"chared {args.command}"
     report = None
     hf_logging.disable_progress_bar()  # no "Loading weights" bars: the command's own output

@@ -40,7 +40,8 @@ class CharEDConfig(PreTrainedConfig):
         switch_rate: the fraction ``α`` in ``[0, 1]`` for ``"switching"``.
         marginalization: how a member's next-byte distribution is formed: ``"chared"`` (the
             paper: each member conditioned on one tokenization of the committed text) or
-            ``"exact"`` (each member a byte-level LM summing over all its tokenizations).
+            ``"exact"`` (the default: each member a byte-level LM summing over all its
+            tokenizations).
         max_hypotheses: with ``"exact"``, the most hypotheses (token sequences) a member keeps,
             and the most children it expands per byte; ``None`` keeps all (exact).
         prune_below: with ``"exact"``, a hypothesis or child whose mass is below this fraction
@@ -50,6 +51,12 @@ class CharEDConfig(PreTrainedConfig):
             What pruning drops is bounded (``scoring.exact_score``).
         combine: ``"mixture"`` (the paper's weighted average) or ``"product"`` (weighted
             geometric mean, renormalised).
+        heal_prompt: with ``"chared"``, generation leaves each member's last prompt tokens
+            (as many as one of its tokens could extend) pending instead of committing them, so
+            that a member can continue the prompt's end with a longer token (a newline with
+            the next line's indent); ``False`` commits the member's tokenization of the whole
+            prompt, as the paper does. The exact mode needs no healing (it reads the prompt
+            over every tokenization).
     """
 
     model_type = "chared"
@@ -57,13 +64,15 @@ class CharEDConfig(PreTrainedConfig):
     members: list = field(default_factory=list)
     # Stored exactly as given so a published config round-trips; normalised at use.
     weights: list | None = None
-    marginalization: str = "chared"
+    # The exact mode by default: it continues a prompt as the members would (docs/method.md).
+    marginalization: str = "exact"
     combine: str = "mixture"
     weighting: str = "fixed"
     # Measured, not tuned on the held-out texts (benchmarks/weighting.py); see weighting.py.
     switch_rate: float = DEFAULT_SWITCH_RATE
     max_hypotheses: int | None = DEFAULT_MAX_HYPOTHESES
     prune_below: float | None = None
+    heal_prompt: bool = True
     # The byte vocabulary: 256 bytes + <s>, </s>, <pad>. Not meant to be changed.
     vocab_size: int = VOCAB_SIZE
     bos_token_id: int | None = BOS_ID
@@ -89,6 +98,8 @@ class CharEDConfig(PreTrainedConfig):
                 or not 0.0 <= self.prune_below < 1.0):
             raise ValueError("prune_below: expected a number in [0, 1) or None, got "
                              f"{self.prune_below!r}")
+        if not isinstance(self.heal_prompt, bool):
+            raise ValueError(f"heal_prompt: expected True or False, got {self.heal_prompt!r}")
         if self.combine not in COMBINE_RULES:
             raise ValueError(f"combine: expected one of {COMBINE_RULES}, got {self.combine!r}")
         check_weighting(self.weighting, self.switch_rate)

@@ -710,9 +710,13 @@ class ExactSequenceState(engine.Row):
             raise RuntimeError("no member gives any probability to the text so far")
         return joint / joint.sum()
 
-    def recommit(self) -> None:
-        """Nothing to re-decide: exact members have no token-end decision."""
-        return None
+    def recommit(self) -> np.ndarray | None:
+        """Where logits processors banned every byte the kept hypotheses spell: each member
+        adds its lineage (``ExactMember.widen``), which gives every byte it can represent some
+        mass; the distribution after it, or None where no member could add one."""
+        if self.finished or not any([m.widen() for m in self.members]):
+            return None
+        return self.distribution()
 
     def logprob_bounds(self) -> list[tuple[float, float]]:
         """Each member's certified ``(lower, upper)`` log-probability of the bytes read since

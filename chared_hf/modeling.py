@@ -8,9 +8,11 @@ processors, stopping criteria, streamers and the text-generation pipeline.
 
 Two ways to call ``forward``:
   * inside ``generate`` (``cache`` is an ``EnsembleCache`` built by our ``generate``): the first
-    call commits the prompt to every member with the member's own tokenization and returns the
-    distribution of the first new byte; later calls advance one byte each and resolve ε as the
-    paper does (greedy: argmax; sampling: drawn with probability J(ε));
+    call gives every member the prompt (the exact mode reads it over all tokenizations; the
+    paper mode commits the member's own tokenization, but for its last tokens when healing) and
+    returns the distribution of the first new byte; later calls advance one byte each (the
+    paper mode resolves ε as the paper does: greedy: argmax; sampling: drawn with probability
+    J(ε));
   * teacher forcing (no cache): ``logits[b, i]`` is the distribution of ``input_ids[b, i+1]``;
     the first id (``<s>``, or the first byte) starts the members, every later byte is stepped
     through, and ε is marginalised one byte ahead (see ``state``).
@@ -60,7 +62,7 @@ from .weighting import DEFAULT_SWITCH_RATE, Weighting
 # Attention kernels that read an additive 4-D mask (the token tree's); others are refused.
 TREE_MASK_KERNELS = ("eager", "sdpa")
 CONFIG_OVERRIDES = ("weights", "combine", "marginalization", "max_hypotheses", "prune_below",
-                    "weighting", "switch_rate")
+                    "weighting", "switch_rate", "heal_prompt")
 
 
 def default_generation_config() -> GenerationConfig:
@@ -153,11 +155,12 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         members: list,
         weights: list[float] | None = None,
         combine: str = "mixture",
-        marginalization: str = "chared",
+        marginalization: str = "exact",
         max_hypotheses: int | None = DEFAULT_MAX_HYPOTHESES,
         weighting: str = "fixed",
         switch_rate: float = DEFAULT_SWITCH_RATE,
         prune_below: float | None = None,
+        heal_prompt: bool = True,
     ) -> CharEDModel:
         """Wrap ``(model, tokenizer)`` pairs already in memory.
 
@@ -165,8 +168,8 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             members: ``[(model, tokenizer), ...]``; each tokenizer must be a fast tokenizer.
             weights: one weight per member (default equal); normalised when used.
             combine: ``"mixture"`` (the paper) or ``"product"``.
-            marginalization: ``"chared"`` (the paper's decoding) or ``"exact"`` (every member
-                a byte-level LM over all its tokenizations).
+            marginalization: ``"exact"`` (the default: every member a byte-level LM over all
+                its tokenizations) or ``"chared"`` (the paper's decoding).
             max_hypotheses: with ``"exact"``, hypotheses kept per member (``None``: all).
             weighting: ``"fixed"`` (the paper), ``"bayes"`` or ``"switching"``: how the
                 weights follow the text, ``weights`` being the prior (``chared_hf.weighting``).
@@ -174,6 +177,9 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
                 (``"switching"``).
             prune_below: with ``"exact"``, also drop hypotheses whose mass is below this
                 fraction of the text's probability (``CharEDConfig``).
+            heal_prompt: with ``"chared"``, leave each member's last prompt tokens pending so
+                that it can continue them with a longer token (``False``: the paper's literal
+                handling, the whole prompt committed).
         """
         if not isinstance(members, list | tuple) or not members:
             raise ValueError("members: expected a non-empty list of (model, tokenizer) pairs")
@@ -181,7 +187,8 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             weights = check_weights(weights, len(members))
         config = CharEDConfig(weights=weights, combine=combine, marginalization=marginalization,
                               max_hypotheses=max_hypotheses, weighting=weighting,
-                              switch_rate=switch_rate, prune_below=prune_below)
+                              switch_rate=switch_rate, prune_below=prune_below,
+                              heal_prompt=heal_prompt)
         return cls(config, members=list(members))
 
     @classmethod
@@ -192,7 +199,8 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         ``dtype`` (or ``torch_dtype``), ``device_map``, ``use_safetensors`` and the Hub options
         ``cache_dir``, ``token``, ``local_files_only``, ``force_download`` are passed on to every
         member; ``weights``, ``combine``, ``marginalization``, ``max_hypotheses``,
-        ``prune_below``, ``weighting`` and ``switch_rate`` override the saved config.
+        ``prune_below``, ``weighting``, ``switch_rate`` and ``heal_prompt`` override the saved
+        config (a config that names no ``marginalization`` gets the exact mode).
 
         ``trust_remote_code``: your consent to run members' own code (``True``, or a list of the
         members' ``name_or_path`` allowed). The config can only record that a member needs it;
@@ -340,7 +348,8 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
                                       self.config.max_hypotheses, self.config.pruning_floor,
                                       trees=state.trees)
         return SequenceState(self.members, self.weighting, self.config.combine,
-                             state.decide, trees=state.trees)
+                             state.decide, trees=state.trees,
+                             heal_prompt=self.config.heal_prompt and state.decide != "marginal")
 
     def _start(self, state: EnsembleCache, ids, mask) -> list[list[np.ndarray | None]]:
         """First call: build one row per sequence and return its distributions. Generation

@@ -114,6 +114,29 @@ class Member:
         return out
 
 
+def heal_tokens(member: Member, ids: list[int], rest: bytes = b"") -> int:
+    """Token healing for the paper mode: how many of the prompt's last ``ids`` to leave
+    pending rather than commit, so that the member can continue them with a longer token.
+
+    The longest run of trailing tokens whose bytes (with ``rest``, a partial UTF-8 character)
+    some single token of the vocabulary starts with and goes beyond; 0 where none does.
+    Example: a prompt ending ``"):", "\\n"`` in a vocabulary with ``"\\n    "`` leaves ``"\\n"``
+    pending, so the member can still write the newline and the indent as one token.
+    """
+    pieces, table, best, tail = member.token_bytes.pieces, member.table, 0, rest
+    for k in range(1, len(ids) + 1):
+        piece = pieces[ids[-k]] if 0 <= ids[-k] < len(pieces) else None
+        if piece is None:  # a special token: not text to continue
+            break
+        tail = piece + tail
+        bounds = table.bounds(tail)
+        if bounds[-1] <= bounds[0]:  # no token starts with these bytes: no longer run does
+            break
+        if bounds[-1] > bounds[1]:  # a token extends them
+            best = k
+    return best
+
+
 class Draws:
     """The sampler's random choices: whether ε commits (``uniform() < J(ε)``) and which of
     several ids sharing the pending bytes a commit takes (``pick(probs)``). By default from
@@ -147,6 +170,7 @@ class MemberState:
         self.node: Node | None = None
         self.pending = b""
         self.lead_pending = False  # the member's dummy prefix is still in `pending`
+        self.healed = False  # the prompt's last tokens were left pending (``heal_tokens``)
         self.start: list[int] = []  # the ids the member's context starts with (kept when cut)
         self.saved: Node | None = None  # the node of an open branch (see snapshot)
         # A commit whose id is chosen when the queued calls run: (bytes, lead, draws).
@@ -162,9 +186,12 @@ class MemberState:
         return self.tree.ids(self.node)
 
     # -- set-up and forward ----------------------------------------------------------------
-    def begin(self, prompt: bytes, with_bos: bool, score: bool = False) -> None:
+    def begin(self, prompt: bytes, with_bos: bool, score: bool = False,
+              heal: bool = False) -> None:
         """Commit the prompt (the member's own tokenization of it) and run it once; ``score``
-        keeps each prompt token's log-probability (``prompt_probs``)."""
+        keeps each prompt token's log-probability (``prompt_probs``). ``heal``: the prompt's
+        last tokens stay pending instead (``heal_tokens``), so that the member can continue
+        them with a longer token."""
         tb = self.member.token_bytes
         if with_bos and not tb.start_ids:
             raise ValueError(
@@ -173,7 +200,14 @@ class MemberState:
         text, rest = split_utf8(prompt)  # a trailing partial character stays pending
         ids = list(tb.start_ids) if with_bos else []
         if text:
-            ids += tb.encode(text.encode("utf-8"), at_start=with_bos)
+            body = tb.encode(text.encode("utf-8"), at_start=with_bos)
+            # The first token carries the dummy prefix (not prompt text), and without start
+            # ids one token must stay to condition on: neither is healed.
+            fixed = int(bool(with_bos and tb.lead) or not ids)
+            cut = heal_tokens(self.member, body[fixed:], rest) if heal else 0
+            self.healed = cut > 0
+            ids += body[:len(body) - cut]
+            rest = (tb.spell(body[len(body) - cut:]) or b"") + rest
         elif with_bos and tb.lead:
             rest, self.lead_pending = tb.lead + rest, True
         if not ids:
@@ -188,9 +222,10 @@ class MemberState:
     def prompt_probs(self, n_bytes: int) -> np.ndarray:
         """The member's evidence about each of the prompt's ``n_bytes`` bytes, for the weights:
         each prompt token's probability (its own tokenization, after the tokens before it) at
-        the token's last byte, 1 at the other bytes; ``nan`` everywhere where the prompt was not
-        scored. Tokens are aligned from the end of the committed text (a dummy prefix or a cut
-        context shifts nothing)."""
+        the token's last byte, 1 at the other bytes, and where healing left the last tokens
+        pending, the probability that its next token starts with them at the last byte;
+        ``nan`` everywhere where the prompt was not scored. Tokens are aligned from the end of
+        the committed text (a dummy prefix or a cut context shifts nothing)."""
         out = np.ones(n_bytes)
         scores = self.node.scores if self.node is not None else None
         if scores is None:
@@ -202,6 +237,8 @@ class MemberState:
             if size and end >= 0:
                 out[end] *= math.exp(float(scores[k - len(ids)]))
             end -= size
+        if self.healed and n_bytes:  # the healed bytes: its next token starts with them
+            out[n_bytes - 1] *= float(self.view.masses(self.pending).sum())
         return out
 
     def begin_from_ids(self, ids: list[int]) -> None:
@@ -340,13 +377,14 @@ class SequenceState(engine.Row):
 
     def __init__(self, members: list[Member], weighting: Weighting | list[float], rule: str,
                  decide: str, trees: list[TokenTree] | None = None,
-                 draws: Draws | None = None):
+                 draws: Draws | None = None, heal_prompt: bool = False):
         trees = trees or [None] * len(members)  # shared trees: a batch's rows, one per member
         self.members = [MemberState(m, t) for m, t in zip(members, trees, strict=True)]
         self.row_weights = RowWeights(as_weighting(weighting))
         self.rule = rule
         self.decide = decide
         self.draws = draws or Draws()  # the sampler's random choices
+        self.heal_prompt = heal_prompt  # generation: the prompt's last tokens stay pending
         self.finished = False
         self.joint: np.ndarray | None = None  # the last combined outcome distribution (ε too)
         self._entered: list[np.ndarray | None] = []  # the members' distributions behind it
@@ -473,9 +511,10 @@ class SequenceState(engine.Row):
 
     # -- the phases --------------------------------------------------------------------------
     def begin(self, prompt: bytes, with_bos: bool) -> None:
-        """Every member commits the prompt with its own tokenization (calls queued)."""
+        """Every member commits the prompt with its own tokenization (calls queued), but for
+        its last tokens, which stay pending with ``heal_prompt`` (``heal_tokens``)."""
         for m in self.members:
-            m.begin(prompt, with_bos, score=self.row_weights.moves)
+            m.begin(prompt, with_bos, score=self.row_weights.moves, heal=self.heal_prompt)
         self._prompt_bytes = len(prompt)
 
     def begin_from_ids(self, member_ids: list[list[int]]) -> None:

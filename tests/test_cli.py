@@ -58,6 +58,27 @@ def test_generate_streams_what_the_model_generates(folders, capsys):
     assert "ab" + result["text"] == streamed.rstrip("\n")
 
 
+@pytest.mark.parametrize(("flags", "kwargs"), [
+    ([], {}),  # the default: the exact mode
+    (["--marginalization", "chared"], {"marginalization": "chared"}),
+    (["--marginalization", "chared", "--no-heal-prompt"],
+     {"marginalization": "chared", "heal_prompt": False}),
+])
+def test_generate_modes_are_the_python_apis(folders, capsys, flags, kwargs):
+    """Every mode flag reaches the ensemble: the text of ``from_members`` with those
+    arguments (the default of both being the exact mode)."""
+    prompt = "ab ca\n"
+    result = _run_json(capsys, "generate", *_members(folders), *flags, "--max-new-bytes", "16",
+                       "--json", prompt)
+    ens = CharEDModel.from_members([_loaded(f) for f in folders], **kwargs)
+    assert ens.config.marginalization == kwargs.get("marginalization", "exact")
+    tok = ByteTokenizer()
+    enc = tok(prompt, return_tensors="pt")
+    out = ens.generate(**enc, max_new_tokens=16)
+    assert result["text"] == tok.decode(out[0, enc["input_ids"].shape[1]:],
+                                        skip_special_tokens=True)
+
+
 def test_generate_samples_reproducibly(folders, capsys):
     argv = ["generate", *_members(folders), "--sample", "--seed", "7", "--json", "--weights",
             "0.3", "0.7", "--max-new-bytes", "20", "c"]

@@ -171,16 +171,24 @@ def test_eos_stops_generation(pair, tok):
     assert out[0].tolist() == [*enc["input_ids"][0].tolist(), EOS_ID]
 
 
-def test_ensemble_eos_is_every_members_end_of_text(pair, tok):
-    """End of text is combined like any outcome: one eager member at weight 1/2 gives ~1/2."""
+@pytest.mark.parametrize("mode", ["chared", "exact"])
+def test_ensemble_eos_is_every_members_end_of_text(pair, tok, mode):
+    """End of text is combined like any outcome: one eager member at weight 1/2 gives half
+    of its own probability of end of text (in the paper mode ~1; in the exact mode a little
+    less: tokens that go on past "ab" keep some mass)."""
     model, ptok = pair
     eager = (EosBiased(model, eos=2, bias=30.0), ptok)
     never = (EosBiased(model, eos=2, bias=-100.0), ptok)
-    ens = CharEDModel.from_members([eager, never])
-    out = ens.generate(**tok("ab", return_tensors="pt"), max_new_tokens=1,
-                       output_scores=True, return_dict_in_generate=True)
-    p_eos = float(torch.softmax(out.scores[0][0], -1)[EOS_ID])
-    assert p_eos == pytest.approx(0.5, abs=1e-3)
+
+    def p_eos(members):
+        ens = CharEDModel.from_members(members, marginalization=mode)
+        out = ens.generate(**tok("ab", return_tensors="pt"), max_new_tokens=1,
+                           output_scores=True, return_dict_in_generate=True)
+        return float(torch.softmax(out.scores[0][0].double(), -1)[EOS_ID])
+
+    alone = p_eos([eager])
+    assert alone > (0.999 if mode == "chared" else 0.99) and p_eos([never]) < 1e-6
+    assert p_eos([eager, never]) == pytest.approx(alone / 2, abs=1e-6)
 
 
 def test_left_padded_batch_matches_single_prompts(ensemble, tok):
@@ -282,7 +290,7 @@ def test_prompt_longer_than_the_window_keeps_the_most_recent_tokens(tok):
     ptok = piece_tokenizer(list("abc "))
     model = tiny_model(len(ptok), seed=5, bos=1, eos=None)
     model.config.max_position_embeddings = 24
-    ens = CharEDModel.from_members([(model, ptok)])
+    ens = CharEDModel.from_members([(model, ptok)], marginalization="chared")
     enc = tok("abc " * 10, return_tensors="pt")  # 40 single-byte tokens > 24
     with pytest.warns(UserWarning, match="context longer than its window of 24 tokens"):
         out = ens.generate(**enc, max_new_tokens=40, return_dict_in_generate=True,
@@ -299,12 +307,19 @@ def test_member_without_a_start_of_text_fails_clearly_on_an_empty_prompt(tok):
 
     backend = Tokenizer(models.WordLevel({"a": 0, "b": 1, "<unk>": 2}, unk_token="<unk>"))
     ptok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
-    ens = CharEDModel.from_members([(tiny_model(3, bos=None, eos=None), ptok)])
+    member = (tiny_model(3, bos=None, eos=None), ptok)
+    ens = CharEDModel.from_members([member], marginalization="chared")
     with pytest.raises(ValueError, match="has no BOS or end-of-text token to start a text"):
         ens.generate(**tok("", return_tensors="pt"), max_new_tokens=2)
     out = ens.generate(**tok("ab", add_special_tokens=False, return_tensors="pt"),
                        max_new_tokens=3)
     assert _text(out[0]).startswith(b"ab")
+    # The exact mode reads every prompt from the member's start of text: it says so.
+    exact = CharEDModel.from_members([member])
+    with pytest.raises(ValueError, match="has no BOS or end-of-text token to start a text "
+                       "from, which the exact mode needs"):
+        exact.generate(**tok("ab", add_special_tokens=False, return_tensors="pt"),
+                       max_new_tokens=3)
 
 
 def test_empty_prompt_starts_each_member_from_its_own_start_of_text(ensemble, tok):
@@ -330,7 +345,8 @@ def test_teacher_forcing_runs_ahead_without_changing_a_number(stories, monkeypat
     text = ("Once upon a time, there was a little girl named Lily. She loved to play outside "
             "in the park with her friends. One day, she saw a big red ball.")
     enc = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
-    ens = CharEDModel.from_members([stories, (small, tok)], weights=[0.7, 0.3])
+    ens = CharEDModel.from_members([stories, (small, tok)], weights=[0.7, 0.3],
+                                   marginalization="chared")
     ahead = ens(input_ids=enc)
     monkeypatch.setattr(state_module, "SPECULATE_BYTES", 0)
     plain = ens(input_ids=enc)

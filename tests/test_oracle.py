@@ -1,5 +1,8 @@
 """Brute-force oracles on tiny vocabularies: the paper's decoding equivalence, exactly.
 
+The paper mode with ``heal_prompt=False`` (the prompt committed in the member's own
+tokenization; ``tests/test_healing.py`` checks the healed prompt).
+
 With one member at weight 1, the probability that the ensemble's *sampler* produces a string
 (then end of text) must equal the member's own token-level probability of that string: the sum
 over every token sequence that spells it. The sampler's random choices (ε draws and bytes) are
@@ -102,7 +105,10 @@ def _scripted_run(member: Member, text: bytes, script: tuple[int, ...],
     None."""
     draws = _Scripted(script)
     try:
-        row = draws.row = SequenceState([member], [1.0], "mixture", "sample", draws=draws)
+        # The paper's literal handling of the prompt (heal_prompt=False): the member commits
+        # its own tokenization of it, so the sampler must be the member itself.
+        row = draws.row = SequenceState([member], [1.0], "mixture", "sample", draws=draws,
+                                        heal_prompt=False)
         dist = row.start(prompt, with_bos=True)
         p = 1.0
         for byte in text:

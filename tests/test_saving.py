@@ -175,3 +175,25 @@ def test_config_member_errors_name_the_field(members, match):
 def test_relative_member_needs_a_folder():
     with pytest.raises(ValueError, match="members: './member_0' is relative"):
         CharEDModel(CharEDConfig(members=["./member_0"]))
+
+
+def test_a_saved_mode_is_kept_and_a_config_without_one_gets_the_exact_mode(tiny_pair, tmp_path):
+    """``save_pretrained`` writes the mode and healing, so a saved paper-mode ensemble stays
+    one; a config that names no mode (written before the exact mode was the default, or by
+    hand) loads in the exact mode."""
+    paper = CharEDModel.from_members([tiny_pair], marginalization="chared", heal_prompt=False)
+    paper.save_pretrained(tmp_path / "paper")
+    saved = json.loads((tmp_path / "paper" / "config.json").read_text())
+    assert (saved["marginalization"], saved["heal_prompt"]) == ("chared", False)
+    loaded = CharEDModel.from_pretrained(tmp_path / "paper")
+    assert (loaded.config.marginalization, loaded.config.heal_prompt) == ("chared", False)
+    del saved["marginalization"], saved["heal_prompt"]
+    (tmp_path / "paper" / "config.json").write_text(json.dumps(saved))
+    loaded = CharEDModel.from_pretrained(tmp_path / "paper")
+    assert (loaded.config.marginalization, loaded.config.heal_prompt) == ("exact", True)
+    overridden = CharEDModel.from_pretrained(tmp_path / "paper", marginalization="chared",
+                                             heal_prompt=False)
+    assert (overridden.config.marginalization, overridden.config.heal_prompt) == (
+        "chared", False)
+    with pytest.raises(ValueError, match="heal_prompt: expected True or False, got 'no'"):
+        CharEDConfig(heal_prompt="no")

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from chared_hf import ByteTokenizer, CharEDConfig, CharEDModel, EnsembleCache
 from chared_hf.scoring import byte_logprobs, exact_members
+from chared_hf.state import MemberState
 from chared_hf.token_tree import CACHE_KW
 from chared_hf.weighting import WEIGHTINGS, Weighting
 
@@ -182,17 +183,51 @@ def _weights_after_prompt(model, prompt: str) -> np.ndarray:
     return state.rows[0].weights
 
 
-@pytest.mark.parametrize("mode", ["chared", "exact"])
-def test_prompt_moves_the_weights_before_the_first_new_byte(abc_pair, mode):
+def _healed_logprob(member, tokenizer, committed: list[int], pending: bytes) -> float:
+    """A healed member's probability of the prompt, by brute force: its ``committed`` ids
+    (after the first), then any next token whose text starts with the ``pending`` bytes."""
+    with torch.no_grad():
+        logp = torch.log_softmax(member(input_ids=torch.tensor([committed])).logits[0].double(),
+                                 -1)
+    head = float(logp[:-1].gather(-1, torch.tensor(committed[1:])[:, None]).sum())
+    if not pending:
+        return head
+    pieces = {i: tokenizer.decode([i]).encode() for i in range(len(tokenizer))
+              if i not in tokenizer.all_special_ids}
+    tail = [i for i, p in pieces.items() if p.startswith(pending)]
+    return head + float(torch.logsumexp(logp[-1, tail], 0))
+
+
+@pytest.mark.parametrize("mode", ["chared", "chared-unhealed", "exact"])
+def test_prompt_moves_the_weights_before_the_first_new_byte(abc_pair, mode, monkeypatch):
     """The prompt is read by the weights: the member that gives it more probability gains
-    weight before any byte is generated, by the ratio of the members' probabilities."""
+    weight before any byte is generated, by the ratio of the members' probabilities (a healed
+    member's: its committed tokens, then a next token that starts with the bytes it left
+    pending)."""
     prompt = "cab ab ca"
+    heal = mode != "chared-unhealed"
+    mode = mode.split("-")[0]
     model = CharEDModel.from_members(abc_pair, marginalization=mode, weighting="bayes",
-                                     max_hypotheses=None)
-    w = _weights_after_prompt(model, prompt)
+                                     max_hypotheses=None, heal_prompt=heal)
+    read = []  # what each paper-mode member had committed and left pending when read
+
+    def recording(self, n_bytes, inner=MemberState.prompt_probs):
+        read.append((self.ids, self.pending))
+        return inner(self, n_bytes)
+
+    monkeypatch.setattr(MemberState, "prompt_probs", recording)
+    state = EnsembleCache(decide="greedy")
+    model.generate(**ByteTokenizer()(prompt, return_tensors="pt"), max_new_tokens=1,
+                   **{CACHE_KW: state})
+    w = state.rows[0].weights
     if mode == "exact":  # the exact members' probabilities of the prompt bytes
         logp = np.stack([byte_logprobs(m, prompt)
                          for m in exact_members(abc_pair, None)]).sum(1)
+    elif heal:
+        # No token extends the first member's last "ca"; the second's "c", "a" heal ("cab")
+        assert [pending for _, pending in read] == [b"", b"ca"]
+        logp = np.array([_healed_logprob(m, t, ids, pending)
+                         for (m, t), (ids, pending) in zip(abc_pair, read, strict=True)])
     else:  # each member's own tokenization, after its start of text
         from chared_hf.scoring import own_logprob
 
