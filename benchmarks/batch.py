@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--members", nargs="+", default=["stories", "smollm2"])
     parser.add_argument("--new-bytes", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--marginalization", choices=["chared", "exact"], default="chared")
+    parser.add_argument("--marginalization", choices=["chared", "exact"], default="exact")
     args = parser.parse_args()
     members = load_members(args.members)
     ens = CharEDModel.from_members([members[n] for n in args.members],

@@ -213,7 +213,8 @@ def main() -> None:
     rows = []
     for kind in args.members:
         pairs = members(kind, args.device, args.quick)
-        cases = [("paper", 1, {}), ("paper", args.batch, {}),
+        paper = {"marginalization": "chared"}
+        cases = [("paper", 1, paper), ("paper", args.batch, paper),
                  ("exact K=8", 1, {"marginalization": "exact", "max_hypotheses": 8})]
         for name, batch, kwargs in cases:
             ens = CharEDModel.from_members(pairs, **kwargs)

@@ -60,7 +60,7 @@ def main() -> None:
     else:
         loaded = load_members(["stories", "smollm2"])
         pairs = [loaded["stories"], loaded["smollm2"]]
-    model = CharEDModel.from_members(pairs)
+    model = CharEDModel.from_members(pairs, marginalization="chared")
     timer = CallTimer(model, "forward")  # the ensemble's whole per-byte work
     tok = ByteTokenizer(padding_side="left")
     rows = []

@@ -3,7 +3,9 @@
 Each child process loads the members, then either runs each member's own greedy ``generate``
 and teacher-forced forward (``members``), or the ensemble's ``generate`` and teacher-forced
 scoring in the paper's mode (``ensemble``) or the exact mode (``exact``), on the same prompts
-and text; it reports its peak resident set size.
+and text, or the ensemble's greedy ``generate`` of a left-padded batch of 8 prompts
+(``--new-bytes`` / 4 bytes) in either mode (``batch8-chared``, ``batch8-exact``); it reports
+its peak resident set size.
 
     python benchmarks/memory.py [--members stories smollm2] [--new-bytes 256]
 """
@@ -16,6 +18,8 @@ import subprocess
 import sys
 
 from common import PROMPTS, corpus, load_members, peak_rss_mb, print_table, write_json
+
+RUNS = ("members", "ensemble", "exact", "batch8-chared", "batch8-exact")
 
 
 def child(what: str, names: list[str], new_bytes: int) -> dict:
@@ -33,6 +37,12 @@ def child(what: str, names: list[str], new_bytes: int) -> dict:
                     enc = tokenizer(prompt, return_tensors="pt")
                     model.generate(**enc, max_new_tokens=new_bytes // 3, do_sample=False)
                 model(tokenizer(text, return_tensors="pt")["input_ids"])
+        elif what.startswith("batch8"):  # a left-padded batch of 8 prompts, greedy
+            ens = CharEDModel.from_members([members[n] for n in names],
+                                           marginalization=what.split("-")[1])
+            tok = ByteTokenizer(padding_side="left")
+            enc = tok((PROMPTS * 2)[:8], return_tensors="pt", padding=True)
+            ens.generate(**enc, max_new_tokens=new_bytes // 4)
         else:
             ens = CharEDModel.from_members([members[n] for n in names],
                                            marginalization="exact" if what == "exact" else
@@ -50,13 +60,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", nargs="+", default=["stories", "smollm2"])
     parser.add_argument("--new-bytes", type=int, default=256)
-    parser.add_argument("--child", choices=["members", "ensemble", "exact"])
+    parser.add_argument("--child", choices=list(RUNS))
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.members, args.new_bytes)))
         return
     rows = []
-    for what in ("members", "ensemble", "exact"):
+    for what in RUNS:
         out = subprocess.run([sys.executable, __file__, "--child", what, "--members",
                               *args.members, "--new-bytes", str(args.new_bytes)],
                              capture_output=True, text=True, check=True)

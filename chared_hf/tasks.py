@@ -304,10 +304,15 @@ class _NewBytes(StoppingCriteria):
 
 
 class MemberCompleter:
-    """Greedy completions from one member alone, with its own tokens and ``generate``."""
+    """Greedy completions from one member alone, with its own tokens and ``generate``
+    (``heal``: with Transformers' ``token_healing=True``, the prompt's last token backed off
+    and regenerated with a bias towards the tokens that extend it)."""
 
-    def __init__(self, model, tokenizer, name: str):
-        self.model, self.tokenizer, self.name = model, tokenizer, name
+    def __init__(self, model, tokenizer, name: str, heal: bool = False):
+        self.model, self.tokenizer, self.name, self.heal = model, tokenizer, name, heal
+        if heal and tokenizer.pad_token is None:  # token healing pads the prompt it re-encodes
+            self.tokenizer = copy.copy(tokenizer)
+            self.tokenizer.pad_token = tokenizer.eos_token
 
     def complete(self, prompt: str, stops, max_bytes: int, chat: bool = False) -> str:
         tok = self.tokenizer
@@ -322,12 +327,17 @@ class MemberCompleter:
         input_ids = torch.tensor([ids], device=device)
         stop = _NewBytes(tok, len(ids), max_bytes, stops)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        healing = {"token_healing": True, "tokenizer": tok} if self.heal else {}
         with torch.no_grad():
             out = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
                                       do_sample=False, max_new_tokens=max_bytes,
                                       stopping_criteria=StoppingCriteriaList([stop]),
-                                      pad_token_id=pad)
+                                      pad_token_id=pad, **healing)
         text = tok.decode(out[0, len(ids):], skip_special_tokens=True)
+        if self.heal:  # the healed last token may reach past the prompt: cut at its text
+            before = tok.decode(ids, skip_special_tokens=True)
+            full = tok.decode(out[0], skip_special_tokens=True)
+            text = full[len(before):] if full.startswith(before) else text
         return cut_completion(text, stops, max_bytes)
 
 
