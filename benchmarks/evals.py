@@ -2,9 +2,12 @@
 for each member alone, greedy, side by side on the same problems: what an ensemble writes after
 a prompt that ends where a member's tokenizer would join its bytes with what follows.
 
-Systems (``--systems``, default all): ``ensemble`` (the default, exact mode), ``paper`` (the
-paper mode, prompt healed), ``paper-unhealed`` (``heal_prompt=False``), ``<member>`` (the member
-alone with its own ``generate``) and ``<member>-healed`` (with ``token_healing=True``).
+Systems (``--systems``, default all): ``ensemble`` (the default, exact mode),
+``ensemble-whole-prompt`` (``exact_prompt_tokens=None``: the whole prompt read over every
+tokenization; GSM8K's prompts are chat renderings, read as fixed ids either way), ``paper``
+(the paper mode, prompt healed), ``paper-unhealed`` (``heal_prompt=False``), ``<member>`` (the
+member alone with its own ``generate``) and ``<member>-healed`` (with
+``token_healing=True``).
 Each system's completions go to ``benchmarks/results/evals/<benchmark>-<system>.jsonl`` as they
 come (a rerun skips the problems already there) and the summary to ``evals.json``.
 
@@ -24,7 +27,8 @@ from common import ASSETS, REPO, load_members
 from chared_hf import CharEDModel, tasks
 
 OUT = REPO / "benchmarks" / "results" / "evals"
-MODES = {"ensemble": {}, "paper": {"marginalization": "chared"},
+MODES = {"ensemble": {}, "ensemble-whole-prompt": {"exact_prompt_tokens": None},
+         "paper": {"marginalization": "chared"},
          "paper-unhealed": {"marginalization": "chared", "heal_prompt": False}}
 
 

@@ -78,19 +78,22 @@ def run(members: dict, names: list[str], new_bytes: int, repeats: int) -> list[d
 
 MODES = [("paper", {"marginalization": "chared"}),
          ("paper, heal_prompt=False", {"marginalization": "chared", "heal_prompt": False}),
-         ("exact K=8", {"max_hypotheses": 8}), ("exact K=None", {"max_hypotheses": None})]
+         ("exact K=8", {"max_hypotheses": 8}),
+         ("exact K=8, whole prompt", {"max_hypotheses": 8, "exact_prompt_tokens": None}),
+         ("exact K=None", {"max_hypotheses": None})]
 
 
 def exact_rows(members: dict, names: list[str], prompt: str, new_bytes: int,
                repeats: int, unbounded: bool = True) -> list[dict]:
     """Greedy generation of ``new_bytes`` from ``prompt`` in the paper's mode (prompt healed,
-    and not) and the exact mode (default bound and floor; unbounded unless ``unbounded`` is
-    False), side by side. The modes write different texts, so each row also has the members'
-    own ``generate`` time for the text it wrote (``own_s``, as in ``run``)."""
+    and not) and the exact mode (default bound and floor, with the prompt's head and reading
+    the whole prompt; unbounded unless ``unbounded`` is False), side by side. The modes write
+    different texts, so each row also has the members' own ``generate`` time for the text it
+    wrote (``own_s``, as in ``run``)."""
     tok = ByteTokenizer()
     enc = tok(prompt, return_tensors="pt")
     rows, paper = [], None
-    for mode, kwargs in MODES[:4 if unbounded else 3]:
+    for mode, kwargs in MODES[:5 if unbounded else 4]:
         ens = CharEDModel.from_members([members[n] for n in names], **kwargs)
         with torch.no_grad():
             seconds, out = timed(lambda ens=ens: ens.generate(

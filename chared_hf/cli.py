@@ -187,6 +187,10 @@ def _member_options() -> argparse.ArgumentParser:
                             "tokens pending so that a longer token can continue them")
     group.add_argument("--max-hypotheses", type=_hypotheses, default=8, metavar="K",
                        help="exact mode: hypotheses kept per member, or 'none' (default 8)")
+    group.add_argument("--exact-prompt-tokens", type=_hypotheses, default=4, metavar="N",
+                       help="exact mode: the prompt's last N tokens of each member are read "
+                            "over every tokenization, the rest as the member tokenizes it; "
+                            "'none' reads the whole prompt that way (default 4)")
     group.add_argument("--prune-below", type=_fraction, default=None, metavar="THETA",
                        help="exact mode: also drop hypotheses lighter than THETA times the "
                             "text's probability, in [0, 1) (default 1e-4 with K, 0 with 'none')")
@@ -313,7 +317,8 @@ def _ensemble(args, members) -> CharEDModel:
                                     max_hypotheses=args.max_hypotheses,
                                     prune_below=args.prune_below,
                                     weighting=args.weighting, switch_rate=args.switch_rate,
-                                    heal_prompt=args.heal_prompt)
+                                    heal_prompt=args.heal_prompt,
+                                    exact_prompt_tokens=args.exact_prompt_tokens)
 
 
 def _check_weights_early(args) -> None:

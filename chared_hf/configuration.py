@@ -19,6 +19,8 @@ MARGINALIZATIONS = ("chared", "exact")
 DEFAULT_MAX_HYPOTHESES = 8
 # With a count bound (benchmarks/pruning.py): +0.1% bits per byte, about half the time.
 DEFAULT_PRUNE_BELOW = 1e-4
+# The prompt's last tokens the exact mode reads over every tokenization (benchmarks/README.md).
+DEFAULT_EXACT_PROMPT_TOKENS = 4
 MEMBER_KEYS = ("name_or_path", "revision", "gguf_file", "dtype", "trust_remote_code")
 
 
@@ -51,6 +53,13 @@ class CharEDConfig(PreTrainedConfig):
             What pruning drops is bounded (``scoring.exact_score``).
         combine: ``"mixture"`` (the paper's weighted average) or ``"product"`` (weighted
             geometric mean, renormalised).
+        exact_prompt_tokens: with ``"exact"`` and a count bound, generation reads the
+            prompt's last this-many tokens of each member's own tokenization (more where a
+            longer token extends them) over every tokenization, and conditions on the member's
+            own tokenization of the rest, run in one call; ``None`` reads the whole prompt over
+            every tokenization (exact, and the cost grows with the prompt: about 25 s against
+            1 s for a HumanEval prompt with SmolLM2 on a CPU). ``max_hypotheses=None`` always
+            reads the whole prompt. Scoring has no prompt and is unaffected.
         heal_prompt: with ``"chared"``, generation leaves each member's last prompt tokens
             (as many as one of its tokens could extend) pending instead of committing them, so
             that a member can continue the prompt's end with a longer token (a newline with
@@ -72,6 +81,7 @@ class CharEDConfig(PreTrainedConfig):
     switch_rate: float = DEFAULT_SWITCH_RATE
     max_hypotheses: int | None = DEFAULT_MAX_HYPOTHESES
     prune_below: float | None = None
+    exact_prompt_tokens: int | None = DEFAULT_EXACT_PROMPT_TOKENS
     heal_prompt: bool = True
     # The byte vocabulary: 256 bytes + <s>, </s>, <pad>. Not meant to be changed.
     vocab_size: int = VOCAB_SIZE
@@ -100,6 +110,11 @@ class CharEDConfig(PreTrainedConfig):
                              f"{self.prune_below!r}")
         if not isinstance(self.heal_prompt, bool):
             raise ValueError(f"heal_prompt: expected True or False, got {self.heal_prompt!r}")
+        if self.exact_prompt_tokens is not None and (
+                isinstance(self.exact_prompt_tokens, bool)
+                or not isinstance(self.exact_prompt_tokens, int) or self.exact_prompt_tokens < 1):
+            raise ValueError("exact_prompt_tokens: expected a positive integer or None, got "
+                             f"{self.exact_prompt_tokens!r}")
         if self.combine not in COMBINE_RULES:
             raise ValueError(f"combine: expected one of {COMBINE_RULES}, got {self.combine!r}")
         check_weighting(self.weighting, self.switch_rate)

@@ -42,7 +42,12 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from . import engine
 from .byte_view import EOT
 from .chat import member_chat_ids
-from .configuration import DEFAULT_MAX_HYPOTHESES, CharEDConfig, check_weights
+from .configuration import (
+    DEFAULT_EXACT_PROMPT_TOKENS,
+    DEFAULT_MAX_HYPOTHESES,
+    CharEDConfig,
+    check_weights,
+)
 from .exact import ExactSequenceState
 from .loading import AUTO_MAP, HUB_OPTIONS, load_member, write_remote_code
 from .state import EnsembleCache, Member, SequenceState
@@ -62,7 +67,7 @@ from .weighting import DEFAULT_SWITCH_RATE, Weighting
 # Attention kernels that read an additive 4-D mask (the token tree's); others are refused.
 TREE_MASK_KERNELS = ("eager", "sdpa")
 CONFIG_OVERRIDES = ("weights", "combine", "marginalization", "max_hypotheses", "prune_below",
-                    "weighting", "switch_rate", "heal_prompt")
+                    "weighting", "switch_rate", "heal_prompt", "exact_prompt_tokens")
 
 
 def default_generation_config() -> GenerationConfig:
@@ -161,6 +166,7 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         switch_rate: float = DEFAULT_SWITCH_RATE,
         prune_below: float | None = None,
         heal_prompt: bool = True,
+        exact_prompt_tokens: int | None = DEFAULT_EXACT_PROMPT_TOKENS,
     ) -> CharEDModel:
         """Wrap ``(model, tokenizer)`` pairs already in memory.
 
@@ -180,6 +186,8 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             heal_prompt: with ``"chared"``, leave each member's last prompt tokens pending so
                 that it can continue them with a longer token (``False``: the paper's literal
                 handling, the whole prompt committed).
+            exact_prompt_tokens: with ``"exact"``, the prompt's last tokens read over every
+                tokenization (``None``: the whole prompt; ``CharEDConfig``).
         """
         if not isinstance(members, list | tuple) or not members:
             raise ValueError("members: expected a non-empty list of (model, tokenizer) pairs")
@@ -188,7 +196,7 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         config = CharEDConfig(weights=weights, combine=combine, marginalization=marginalization,
                               max_hypotheses=max_hypotheses, weighting=weighting,
                               switch_rate=switch_rate, prune_below=prune_below,
-                              heal_prompt=heal_prompt)
+                              heal_prompt=heal_prompt, exact_prompt_tokens=exact_prompt_tokens)
         return cls(config, members=list(members))
 
     @classmethod
@@ -199,8 +207,9 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         ``dtype`` (or ``torch_dtype``), ``device_map``, ``use_safetensors`` and the Hub options
         ``cache_dir``, ``token``, ``local_files_only``, ``force_download`` are passed on to every
         member; ``weights``, ``combine``, ``marginalization``, ``max_hypotheses``,
-        ``prune_below``, ``weighting``, ``switch_rate`` and ``heal_prompt`` override the saved
-        config (a config that names no ``marginalization`` gets the exact mode).
+        ``prune_below``, ``weighting``, ``switch_rate``, ``heal_prompt`` and
+        ``exact_prompt_tokens`` override the saved config (a config that names no
+        ``marginalization`` gets the exact mode).
 
         ``trust_remote_code``: your consent to run members' own code (``True``, or a list of the
         members' ``name_or_path`` allowed). The config can only record that a member needs it;
@@ -346,7 +355,8 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         if self.config.marginalization == "exact":
             return ExactSequenceState(self.members, self.weighting, self.config.combine,
                                       self.config.max_hypotheses, self.config.pruning_floor,
-                                      trees=state.trees)
+                                      trees=state.trees,
+                                      prompt_tokens=self.config.exact_prompt_tokens)
         return SequenceState(self.members, self.weighting, self.config.combine,
                              state.decide, trees=state.trees,
                              heal_prompt=self.config.heal_prompt and state.decide != "marginal")

@@ -26,8 +26,9 @@ from conftest import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chared_hf import ByteTokenizer, CharEDConfig, CharEDModel
+from chared_hf import ByteTokenizer, CharEDConfig, CharEDModel, EnsembleCache
 from chared_hf.scoring import byte_logprobs
+from chared_hf.token_tree import CACHE_KW
 from chared_hf.tokenization import EOS_ID, VOCAB_SIZE
 
 
@@ -336,6 +337,59 @@ def test_generation_after_a_prompt_counts_tokens_that_reach_past_its_end():
             got[name] = torch.softmax(out.scores[0][0].double(), -1)
         assert torch.allclose(got["exact"], want, atol=1e-6, rtol=0), prompt
         assert float((got["paper"] - want).abs().max()) > 1e-3, prompt
+
+
+@pytest.mark.parametrize("tail", [1, 2])
+def test_a_long_prompt_is_read_over_every_tokenization_of_its_last_tokens(tail):
+    """With a bound, the prompt's head is conditioned on as the member tokenizes it (one call)
+    and its last ``exact_prompt_tokens`` tokens' bytes over every tokenization: the first new
+    byte is the brute-force one after the head's ids. With ``None``, the whole prompt is
+    read over every tokenization (the oracle after the start id alone)."""
+    tok = piece_tokenizer(["a", "b", "ab", "ba", "aa", "abb", "bab"])
+    model = _flat_model(len(tok), seed=11)
+    prompt = "aabbaabab"
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]  # greedy longest match
+    assert len(ids) > tail + 1
+    head = ids[:-tail]
+    rest = prompt.encode()[len(tok.decode(head).replace(" ", "").encode()):]
+    for tokens, start, text in ((tail, [1, *head], rest), (None, [1], prompt.encode())):
+        ens = CharEDModel.from_members([(model, tok)], max_hypotheses=10_000, prune_below=0,
+                                       exact_prompt_tokens=tokens)
+        out = ens.generate(**ByteTokenizer()(prompt, return_tensors="pt"), max_new_tokens=1,
+                           do_sample=False, return_dict_in_generate=True, output_scores=True)
+        got = torch.softmax(out.scores[0][0].double(), -1)
+        want = next_byte_distribution(model, _pieces(tok), start, text, [2], VOCAB_SIZE,
+                                      EOS_ID)
+        assert torch.allclose(got, want, atol=1e-6, rtol=0), tokens
+
+
+def test_a_prompt_head_moves_the_weights_by_its_tokens_and_its_tail_by_every_tokenization():
+    """Bayes weights after a prompt read with a head: each member's evidence is its head
+    tokens' probabilities, then each tail byte's probability over every tokenization (the
+    brute-force next byte after the head, byte by byte)."""
+    toks = [piece_tokenizer(["a", "b", "ab", "ba", "aa", "abb", "bab"]),
+            piece_tokenizer(["a", "b", "ab", "bb", "aab", "ba"])]
+    models = [_flat_model(len(t), seed=s) for t, s in zip(toks, (11, 12), strict=True)]
+    prompt = "aabbaabab"
+    ens = CharEDModel.from_members(list(zip(models, toks, strict=True)), weighting="bayes",
+                                   max_hypotheses=10_000, prune_below=0, exact_prompt_tokens=2)
+    state = EnsembleCache(decide="greedy")
+    ens.generate(**ByteTokenizer()(prompt, return_tensors="pt"), max_new_tokens=1,
+                 **{CACHE_KW: state})
+    logp = []
+    for model, tok in zip(models, toks, strict=True):
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        head, tail = ids[:-2], prompt.encode()[len(tok.decode(ids[:-2]).replace(" ", "")):]
+        with torch.no_grad():
+            scores = torch.log_softmax(model(input_ids=torch.tensor([[1, *head]])).logits[0],
+                                       -1)
+        total = sum(float(scores[k, t]) for k, t in enumerate(head))
+        for j, byte in enumerate(tail):
+            total += math.log(float(next_byte_distribution(
+                model, _pieces(tok), [1, *head], tail[:j], [2], VOCAB_SIZE, EOS_ID)[byte]))
+        logp.append(total)
+    w = state.rows[0].weights
+    assert math.log(w[0] / w[1]) == pytest.approx(logp[0] - logp[1], abs=1e-6)
 
 
 def test_exact_is_never_below_the_canonical_tokenization(stories):
