@@ -10,13 +10,10 @@ story into code.
 
 from __future__ import annotations
 
-import copy
-import warnings
-
 import torch
 from common import REPO
 
-from chared_hf import ByteTokenizer
+from chared_hf import ByteTokenizer, tasks
 from chared_hf.attribution import attribute
 from chared_hf.demo import load_demo
 from chared_hf.plotting import plot_attribution
@@ -28,18 +25,9 @@ NEW_BYTES = 100
 
 def own_generate(model, tokenizer, prompt: str, heal: bool) -> str:
     """The member alone: greedy with its own tokens (``heal``: Transformers' token healing of
-    the prompt's last token), cut to ``NEW_BYTES`` new bytes."""
-    if tokenizer.pad_token is None:  # token healing re-encodes the prompt with padding
-        tokenizer = copy.copy(tokenizer)
-        tokenizer.pad_token = tokenizer.eos_token
-    enc = tokenizer(prompt, return_tensors="pt")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = model.generate(**enc, do_sample=False, max_new_tokens=NEW_BYTES,
-                             token_healing=heal, tokenizer=tokenizer,
-                             pad_token_id=tokenizer.pad_token_id)
-    text = tokenizer.decode(out[0], skip_special_tokens=True)
-    return text[len(prompt):].encode()[:NEW_BYTES].decode("utf-8", "ignore")
+    the prompt's last token), ``NEW_BYTES`` new bytes."""
+    return tasks.MemberCompleter(model, tokenizer, "member", heal=heal).complete(
+        prompt, (), NEW_BYTES)
 
 
 def main() -> None:

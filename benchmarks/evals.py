@@ -49,18 +49,6 @@ def problems(benchmark: str, limit: int) -> list[dict]:
     return tasks.load_gsm8k(ASSETS / "corpora" / "gsm8k-test.jsonl")[:limit]
 
 
-def solve(benchmark: str, system, problem: dict) -> dict:
-    if benchmark == "humaneval":
-        completion = system.complete(problem["prompt"], tasks.HUMANEVAL_STOPS,
-                                     tasks.HUMANEVAL_MAX_BYTES)
-        ok, _ = tasks.run_humaneval_check(problem, completion)
-    else:
-        completion = system.complete(problem["question"], tasks.GSM8K_STOPS,
-                                     tasks.GSM8K_MAX_BYTES, chat=True)
-        ok = tasks.gsm8k_correct(completion, problem["answer"])
-    return {"correct": bool(ok), "completion": completion}
-
-
 def run(benchmark: str, system_name: str, members: dict, weights, limit: int) -> dict:
     """Every problem not yet in the system's JSON lines; the system's totals."""
     path = OUT / f"{benchmark}-{system_name}.jsonl"
@@ -71,7 +59,8 @@ def run(benchmark: str, system_name: str, members: dict, weights, limit: int) ->
         for i, problem in enumerate(todo, start=len(done)):
             start = time.perf_counter()
             with torch.no_grad():
-                row = {"problem": i, **solve(benchmark, system, problem)}
+                ok, _, completion = tasks.solve(benchmark, system, problem)
+            row = {"problem": i, "correct": bool(ok), "completion": completion}
             row["seconds"] = round(time.perf_counter() - start, 2)
             f.write(json.dumps(row) + "\n")
             f.flush()

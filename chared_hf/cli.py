@@ -553,7 +553,8 @@ def _eval_system(args, report: Report, system, problems) -> dict:
     start, good, done = time.perf_counter(), 0, 0
     with _progress(len(problems), f"{args.benchmark}: {system.name}") as bar:
         for i, problem in enumerate(problems):
-            ok, why, completion = _solve(args, system, problem)
+            ok, why, completion = tasks.solve(args.benchmark, system, problem,
+                                              args.timeout)
             good, done = good + ok, done + 1
             report.record(benchmark=args.benchmark, system=system.name,
                           problem=problem.get("task_id", i), completion=completion,
@@ -564,19 +565,6 @@ def _eval_system(args, report: Report, system, problems) -> dict:
     return {"system": system.name, metric: good / done if done else math.nan,
             "correct": good, "problems": done,
             "seconds": round(time.perf_counter() - start, 1)}
-
-
-def _solve(args, system, problem: dict) -> tuple[bool, str, str]:
-    if args.benchmark == "humaneval":
-        completion = system.complete(problem["prompt"], tasks.HUMANEVAL_STOPS,
-                                     tasks.HUMANEVAL_MAX_BYTES)
-        ok, why = tasks.run_humaneval_check(problem, completion, args.timeout)
-        return ok, why, completion
-    completion = system.complete(problem["question"], tasks.GSM8K_STOPS,
-                                 tasks.GSM8K_MAX_BYTES, chat=True)
-    ok = tasks.gsm8k_correct(completion, problem["answer"])
-    return ok, f"last number {tasks.last_number(completion)}, reference " \
-               f"{tasks.reference_number(problem['answer'])}", completion
 
 
 # -- entry point -----------------------------------------------------------------------------

@@ -153,7 +153,8 @@ class ExactMember:
         self.cursor: TextCursor | None = None
         self._script, self._script_pos = b"", 0  # the prompt, and the next byte to read
         self._scored: int | None = None  # where the scored prompt starts (after the lead)
-        self._head_ids: list[int] | None = None  # a scored head whose probabilities are due
+        # A scored head whose probabilities are due: its node and its ids (``prompt_probs``).
+        self._scored_head: tuple[Node, list[int]] | None = None
         # Certified pruning (``logprob_bounds``), natural logs of absolute probabilities: the
         # mass the hypotheses kept spell (a lower bound on the text's prefix probability), the
         # mass pruning dropped (each dropped hypothesis' mass when dropped bounds all it could
@@ -186,10 +187,10 @@ class ExactMember:
         head = self._head(self._script, with_bos) if self.prompt_tokens else []
         self._script_pos = len(tb.spell(head)) if head else 0
         if head:  # one call, like the paper mode's prompt; the tail is read byte by byte
-            self._head_root = self.tree.request(None, list(tb.start_ids) + head, score=score,
-                                                lane=self.lane)
-            self._set_root(self._head_root)
-            self._head_ids = head if score else None
+            root = self.tree.request(None, list(tb.start_ids) + head, score=score,
+                                     lane=self.lane)
+            self._set_root(root)
+            self._scored_head = (root, head) if score else None
         else:
             self._root(list(tb.start_ids), self._upcoming())
         self._finish_prompt()
@@ -231,15 +232,13 @@ class ExactMember:
     def prompt_probs(self, n_bytes: int) -> np.ndarray:
         """The member's probability of each prompt byte, given the bytes before it (in the
         head, each head token's probability at its last byte, 1 at its other bytes)."""
-        if self._head_ids is not None:  # the head's call has run: its tokens' scores
-            scores, pieces = self._head_root.scores, self.member.token_bytes.pieces
-            end = -(self._scored or 0) - 1
-            for t, logp in zip(self._head_ids, scores[-len(self._head_ids):].tolist(),
-                               strict=True):
+        if self._scored_head is not None:  # the head's call has run: its tokens' scores
+            (root, ids), self._scored_head = self._scored_head, None
+            pieces, end = self.member.token_bytes.pieces, -(self._scored or 0) - 1
+            for t, logp in zip(ids, root.scores[-len(ids):].tolist(), strict=True):
                 end += len(pieces[t] or b"")
                 if end >= 0:
                     self._prompt_probs[end] *= math.exp(logp)
-            self._head_ids = None
         return self._prompt_probs[:n_bytes]
 
     def begin_from_ids(self, ids: list[int]) -> None:

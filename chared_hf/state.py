@@ -115,8 +115,9 @@ class Member:
 
 
 def heal_tokens(member: Member, ids: list[int], rest: bytes = b"") -> int:
-    """Token healing for the paper mode: how many of the prompt's last ``ids`` to leave
-    pending rather than commit, so that the member can continue them with a longer token.
+    """Token healing: how many of the prompt's last ``ids`` to leave pending rather than
+    commit, so that the member can continue them with a longer token (the paper mode's
+    healing; the exact mode reads at least these over every tokenization).
 
     The longest run of trailing tokens whose bytes (with ``rest``, a partial UTF-8 character)
     some single token of the vocabulary starts with and goes beyond; 0 where none does.

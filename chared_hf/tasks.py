@@ -364,6 +364,19 @@ class EnsembleCompleter:
         return cut_completion(text, stops, max_bytes)
 
 
+def solve(benchmark: str, system, problem: dict, timeout: float = 10.0) -> tuple[bool, str, str]:
+    """One problem of ``benchmark`` (``"humaneval"`` or ``"gsm8k"``) by a completer: whether
+    it is solved, why (the test run's outcome, or the numbers compared) and the completion."""
+    if benchmark == "humaneval":
+        completion = system.complete(problem["prompt"], HUMANEVAL_STOPS, HUMANEVAL_MAX_BYTES)
+        ok, why = run_humaneval_check(problem, completion, timeout)
+        return ok, why, completion
+    completion = system.complete(problem["question"], GSM8K_STOPS, GSM8K_MAX_BYTES, chat=True)
+    ok = gsm8k_correct(completion, problem["answer"])
+    return ok, (f"last number {last_number(completion)}, reference "
+                f"{reference_number(problem['answer'])}"), completion
+
+
 @contextmanager
 def _plain_templates(model: CharEDModel):
     """Give members without a chat template the plain GSM8K format while the prompt is

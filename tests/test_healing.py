@@ -9,12 +9,13 @@ single token of the vocabulary extends), so the member can continue them with a 
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from conftest import piece_tokenizer, tiny_model
+from conftest import _spelled, piece_tokenizer, tiny_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -43,26 +44,17 @@ def member() -> Member:
     return Member.build(model, tok)
 
 
-def _next_token_probs(member: Member, ids: list[int]) -> dict[int, float]:
-    """The member's next-token probabilities after ``ids``, over text pieces and end of text
-    (other specials removed, as the byte view removes them)."""
-    tb = member.token_bytes
-    keep = [i for i, p in enumerate(tb.pieces) if p] + list(tb.eos_ids)
-    with torch.no_grad():
-        logits = member.model(input_ids=torch.tensor([ids])).logits[0, -1].double()
-    probs = torch.softmax(logits[keep], -1)
-    return dict(zip(keep, probs.tolist(), strict=True))
-
-
 def _oracle(member: Member, committed: bytes, pending: bytes) -> np.ndarray:
     """The first new byte by brute force: the member after its tokenization of ``committed``,
     over the tokens that start with ``pending`` and go beyond it, by the byte after it (end of
     text where nothing is pending); normalised."""
     tb = member.token_bytes
-    ids = list(tb.start_ids) + tb.encode(committed)
+    pieces = {i: p for i, p in enumerate(tb.pieces) if p}
+    _, logp = _spelled(member.model, pieces, tb.eos_ids, list(tb.start_ids) + tb.encode(committed),
+                       [])
     out = np.zeros(EOT + 1)
-    for token, p in _next_token_probs(member, ids).items():
-        piece = tb.pieces[token]
+    for token in [*pieces, *tb.eos_ids]:
+        p, piece = math.exp(float(logp[token])), tb.pieces[token]
         if piece is None:
             if not pending:
                 out[EOT] += p
