@@ -57,8 +57,8 @@ class CharEDConfig(PreTrainedConfig):
             prompt's last this-many tokens of each member's own tokenization (more where a
             longer token extends them) over every tokenization, and conditions on the member's
             own tokenization of the rest, run in one call; ``None`` reads the whole prompt over
-            every tokenization (exact, and the cost grows with the prompt: 16 to 36 s against
-            0.9 to 1.3 s for a HumanEval prompt, stories260K + SmolLM2 on a CPU).
+            every tokenization (exact, and the cost grows with the prompt: 12 to 25 s against
+            0.7 to 0.8 s for a HumanEval prompt, stories260K + SmolLM2 on a CPU).
             ``max_hypotheses=None`` always reads the whole prompt. Scoring has no prompt and is
             unaffected.
         heal_prompt: with ``"chared"``, generation leaves each member's last prompt tokens

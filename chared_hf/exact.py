@@ -54,7 +54,7 @@ A generation prompt (``begin``): with a count bound and ``prompt_tokens`` (the c
 tokenization (more where a longer token extends them) are read over every tokenization; the
 rest, the *head*, is conditioned on as the member tokenizes it, run in one call as in the
 paper mode. Read over every tokenization, a 506-byte HumanEval prompt cost SmolLM2 83 calls
-and stories260K 181 (36 s on a CPU, against 0.6 s); the head's other tokenizations changed the first
+and stories260K 181 (24.5 s on a CPU, 0.81 s with the head); the head's other tokenizations changed the first
 new byte's distribution by a total variation of 0.0015 to 0.18 on four HumanEval prompts
 and at most 0.031 on the five benchmark prompts (``benchmarks/README.md``). Without a bound,
 or with ``prompt_tokens`` None, the whole prompt is read over every tokenization (exact).
