@@ -54,10 +54,11 @@ A generation prompt (``begin``): with a count bound and ``prompt_tokens`` (the c
 tokenization (more where a longer token extends them) are read over every tokenization; the
 rest, the *head*, is conditioned on as the member tokenizes it, run in one call as in the
 paper mode. Read over every tokenization, a 506-byte HumanEval prompt cost SmolLM2 83 calls
-and stories260K 181 (24.5 s on a CPU, 0.81 s with the head); the head's other tokenizations changed the first
-new byte's distribution by a total variation of 0.0015 to 0.18 on four HumanEval prompts
-and at most 0.031 on the five benchmark prompts (``benchmarks/README.md``). Without a bound,
-or with ``prompt_tokens`` None, the whole prompt is read over every tokenization (exact).
+and stories260K 181 (24.5 s on a CPU, 0.81 s with the head); the head's other tokenizations
+changed the first new byte's distribution by a total variation of 0.0015 to 0.18 on four
+HumanEval prompts and at most 0.031 on the five benchmark prompts (``benchmarks/README.md``).
+Without a bound, or with ``prompt_tokens`` None, the whole prompt is read over every
+tokenization (exact).
 
 Long texts: when a hypothesis would outgrow the member's window, every hypothesis keeps the
 member's start ids and its most recent tokens (the longest fills 3/4 of the window), cut at
