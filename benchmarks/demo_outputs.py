@@ -13,10 +13,11 @@ from __future__ import annotations
 import torch
 from common import REPO
 
-from chared_hf import ByteTokenizer, tasks
-from chared_hf.attribution import attribute
+from chared_hf import ByteTokenizer
 from chared_hf.demo import load_demo
-from chared_hf.plotting import plot_attribution
+from chared_hf.tools import tasks
+from chared_hf.tools.attribution import attribute
+from chared_hf.tools.plotting import plot_attribution
 
 PROMPTS = ["Once upon a time", "def parse(self, text):\n",
            'def add(a, b):\n    """Return the sum of a and b."""\n']

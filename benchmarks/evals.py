@@ -24,7 +24,8 @@ import time
 import torch
 from common import ASSETS, REPO, load_members
 
-from chared_hf import CharEDModel, tasks
+from chared_hf import CharEDModel
+from chared_hf.tools import tasks
 
 OUT = REPO / "benchmarks" / "results" / "evals"
 MODES = {"ensemble": {}, "ensemble-whole-prompt": {"exact_prompt_tokens": None},

@@ -146,7 +146,7 @@ def score_case(pairs, text: str, wide: bool, repeats: int, lineages: bool = True
     float64; in float32 or bfloat16, calls of different shapes round differently, which can
     flip a pruning decision near the floor (the ``logprob`` column shows by how much: 0.15 nats
     over these 141 bytes for the demo pair in float32 on a CPU)."""
-    import chared_hf.exact as exact
+    import chared_hf.decoding.exact as exact
 
     exact.RUN_AHEAD_CHILDREN = wide
     tokens, exact.RUN_AHEAD_LINEAGE_TOKENS = exact.RUN_AHEAD_LINEAGE_TOKENS, (

@@ -21,7 +21,7 @@ import sys
 import torch
 from common import PROMPTS, load_members, print_table, write_json
 
-import chared_hf.byte_view as byte_view
+import chared_hf.members.byte_view as byte_view
 from chared_hf import ByteTokenizer, CharEDModel
 
 BATCH = [*PROMPTS, "One day, Lily found a", "import numpy as np\n", "The cat sat on the"]

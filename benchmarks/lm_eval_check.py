@@ -6,7 +6,7 @@ contexts, three continuations each), and runs the harness as users do
 (``lm_eval --model hf --model_args pretrained=<folder>,trust_remote_code=True``, here through
 ``lm_eval.simple_evaluate``), in the paper mode and with ``marginalization=exact`` passed in
 the model arguments. For every request it compares the harness's log-likelihood with
-``chared_hf.scoring.byte_logprobs`` summed over the continuation's bytes (the text read from
+``chared_hf.tools.scoring.byte_logprobs`` summed over the continuation's bytes (the text read from
 ``<s>``), and times both per byte of the requests' texts (the harness's requests alone,
 through its model's ``loglikelihood``, without loading or the task's set-up).
 
@@ -28,7 +28,7 @@ from common import REPO, print_table, write_json
 
 from chared_hf import CharEDModel
 from chared_hf.demo import load_demo
-from chared_hf.scoring import byte_logprobs
+from chared_hf.tools.scoring import byte_logprobs
 
 DATA = REPO / "benchmarks" / "data" / "lm_eval_tiny.jsonl"
 TASK = """task: chared_tiny

@@ -21,7 +21,7 @@ import torch
 from common import PROMPTS, CallTimer, load_members, print_table, write_json
 
 from chared_hf import ByteTokenizer, CharEDModel
-from chared_hf.state import EnsembleCache
+from chared_hf.decoding.cache import EnsembleCache
 from chared_hf.tokenization import EOS_ID, PAD_ID
 
 

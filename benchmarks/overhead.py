@@ -1,7 +1,7 @@
 """Where generation time goes: the members' forward calls against everything else, per byte.
 
 Forward hooks on every member model time each of its forward calls; the rest of
-``generate``'s wall time is this package's per-byte work plus Transformers' generation loop
+``generate``'s wall time is this package's per-byte work plus the generation loop
 (the *overhead* that a GPU exposes, since it does not shrink with faster members). Greedy,
 ``--new-bytes`` new bytes from the benchmark prompts, one torch thread, medians of
 ``--repeats``:
@@ -15,8 +15,10 @@ Forward hooks on every member model time each of its forward calls; the rest of
     them; and the batch of 8 (overhead per row-byte). Each exact row's overhead is also given
     against the paper mode's at the same batch size, and every row's throughput.
 
-The overhead is split three ways: Transformers' generation loop (wall time outside
-``CharEDModel.forward``), the members' byte views (``byte_view.ViewBank``: a softmax and a
+The paper mode also runs with Transformers' own loop (``generate(loop="transformers")``, one
+``forward`` per byte) beside the package's (the default). The overhead is split three ways: the
+generation loop (wall time outside the rows' work, ``CharEDModel._read`` and ``_step``), the
+members' byte views (``byte_view.ViewBank``: a softmax and a
 cumulative sum over the vocabulary, in float64, for each distribution a call keeps), and the
 rest (this package's step: the rows' phases, the token trees' bookkeeping).
 
@@ -33,37 +35,42 @@ import torch
 from common import PROMPTS, CallTimer, ForwardClock, load_members, print_table, write_json
 
 from chared_hf import ByteTokenizer, CharEDModel
-from chared_hf.byte_view import ViewBank
+from chared_hf.members.byte_view import ViewBank
 
 
 def measure(model: CharEDModel, prompts: list[str], new_bytes: int, repeats: int,
-            clock: ForwardClock) -> dict:
+            clock: ForwardClock, loop: str = "package") -> dict:
     """Medians of total time, member forward time and overhead per row-byte (and its three
     parts: the generation loop, the byte views, the rest), from the run with the median
     overhead."""
     tok = ByteTokenizer(padding_side="left")
     enc = tok(prompts, return_tensors="pt", padding=True)
-    ensemble, views = CallTimer(model, "forward"), CallTimer(ViewBank, "__init__")
+    # The rows' work: ``_read`` (the prompt; every byte in Transformers' loop, through
+    # ``forward``) and ``_step`` (every byte in the package loop).
+    reads, steps = CallTimer(CharEDModel, "_read"), CallTimer(CharEDModel, "_step")
+    views = CallTimer(ViewBank, "__init__")
     runs = []
     try:
         for _ in range(repeats):
-            for timer in (clock, ensemble, views):
+            for timer in (clock, reads, steps, views):
                 timer.reset()
             start = time.perf_counter()
             with torch.no_grad():
-                out = model.generate(**enc, max_new_tokens=new_bytes, do_sample=False)
+                out = model.generate(**enc, max_new_tokens=new_bytes, do_sample=False,
+                                     loop=loop)
             total = time.perf_counter() - start
+            rows = reads.seconds + steps.seconds
             produced = int((out[:, enc["input_ids"].shape[1]:] < 256).sum())
             ms = 1000 / produced  # seconds -> ms per row-byte
             runs.append({"total_s": total, "member_forward_s": clock.seconds,
                          "member_calls": clock.calls,
                          "overhead_ms_per_row_byte": (total - clock.seconds) * ms,
-                         "loop_ms": (total - ensemble.seconds) * ms,
+                         "loop_ms": (total - rows) * ms,
                          "views_ms": views.seconds * ms, "views": views.calls,
-                         "rest_ms": (ensemble.seconds - clock.seconds - views.seconds) * ms})
+                         "rest_ms": (rows - clock.seconds - views.seconds) * ms})
     finally:
-        ensemble.close()
-        views.close()
+        for timer in (reads, steps, views):
+            timer.close()
     middle = sorted(runs, key=lambda r: r["overhead_ms_per_row_byte"])[len(runs) // 2]
     return {"rows": len(prompts), "row_bytes": produced, **middle,
             "total_s": statistics.median(r["total_s"] for r in runs),
@@ -122,11 +129,17 @@ def main() -> None:
     rows = []
     one = measure(paper, PROMPTS[:1], args.new_bytes, args.repeats, clock)
     rows.append({"case": "paper, batch 1", **{k: v for k, v in one.items() if k != "texts"}})
+    stock = measure(paper, PROMPTS[:1], args.new_bytes, args.repeats, clock, "transformers")
+    rows.append({"case": "paper, batch 1, Transformers' loop",
+                 **{k: v for k, v in stock.items() if k != "texts"}})
     eight = measure(paper, batch, args.new_bytes, args.repeats, clock)
     own, own_calls = members_own_batched(pairs, eight["texts"], batch, args.repeats)
     rows.append({"case": "paper, batch 8", **{k: v for k, v in eight.items() if k != "texts"},
                  "members_own_batched_s": own, "members_own_calls": own_calls,
                  "forward_ratio_to_own": eight["member_forward_s"] / own})
+    stock8 = measure(paper, batch, args.new_bytes, args.repeats, clock, "transformers")
+    rows.append({"case": "paper, batch 8, Transformers' loop",
+                 **{k: v for k, v in stock8.items() if k != "texts"}})
     for n in sorted({max(8, args.new_bytes // 4), args.new_bytes}):
         ex = measure(exact, PROMPTS[:1], n, args.repeats, clock)
         rows.append({"case": f"exact K={args.max_hypotheses}, batch 1",
@@ -135,7 +148,7 @@ def main() -> None:
     rows.append({"case": f"exact K={args.max_hypotheses}, batch 8",
                  **{k: v for k, v in ex8.items() if k != "texts"}})
     for row in rows:  # the exact mode against the paper mode at the same batch size
-        paper_row = rows[0] if row["rows"] == 1 else rows[1]
+        paper_row = rows[0] if row["rows"] == 1 else rows[2]
         row["overhead_to_paper"] = (row["overhead_ms_per_row_byte"] /
                                     paper_row["overhead_ms_per_row_byte"])
         row["row_bytes_per_s"] = row["row_bytes"] / row["total_s"]

@@ -23,7 +23,8 @@ import time
 import torch
 from common import PROMPTS, load_members, print_table, write_json
 
-from chared_hf import ByteTokenizer, CharEDModel, tasks
+from chared_hf import ByteTokenizer, CharEDModel
+from chared_hf.tools import tasks
 
 
 def first_bytes(model: CharEDModel, prompts: list[str], new_bytes: int):

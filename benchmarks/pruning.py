@@ -27,8 +27,9 @@ import time
 import torch
 from common import ForwardClock, corpus, load_members, print_table, write_json
 
-from chared_hf import CharEDModel, exact
-from chared_hf.scoring import LN2, exact_score, own_logprob
+from chared_hf import CharEDModel
+from chared_hf.decoding import exact
+from chared_hf.tools.scoring import LN2, exact_score, own_logprob
 
 RUN_AHEAD = exact.RUN_AHEAD_BYTES
 LINEAGE_TOKENS = exact.RUN_AHEAD_LINEAGE_TOKENS

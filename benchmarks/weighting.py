@@ -43,7 +43,8 @@ import torch
 from common import ASSETS, PROMPTS, REPO, load_members, print_table, write_json
 
 from chared_hf import ByteTokenizer, CharEDModel
-from chared_hf.scoring import (
+from chared_hf.decoding.weighting import DEFAULT_SWITCH_RATE
+from chared_hf.tools.scoring import (
     bits_per_byte,
     byte_logprobs,
     exact_members,
@@ -51,7 +52,6 @@ from chared_hf.scoring import (
     fit_switch_rate,
     mixture_logprobs,
 )
-from chared_hf.weighting import DEFAULT_SWITCH_RATE
 
 KINDS = ("story", "code", "math")
 

@@ -5,14 +5,14 @@ weights live in ``chared_hf.scoring``, HumanEval/GSM8K in ``chared_hf.tasks``, t
 in ``chared_hf.cli``.
 """
 
-from .attribution import Attribution, attribute
 from .configuration import CharEDConfig
+from .decoding.cache import EnsembleCache
 from .demo import load_demo
+from .members.token_bytes import TokenBytes
 from .modeling import CharEDModel
-from .plotting import plot_attribution
-from .state import EnsembleCache
-from .token_bytes import TokenBytes
 from .tokenization import ByteTokenizer
+from .tools.attribution import Attribution, attribute
+from .tools.plotting import plot_attribution
 
 __all__ = ["Attribution", "ByteTokenizer", "CharEDConfig", "CharEDModel", "EnsembleCache",
            "TokenBytes", "attribute", "load_demo", "plot_attribution"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from .state import Member
+from .members.member import Member
 from .tokenization import message_text
 
 _SLOT = "\ue000chared{}\ue001"  # private-use characters: absent from templates and text

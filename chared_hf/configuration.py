@@ -11,9 +11,9 @@ from dataclasses import field
 
 from transformers import PreTrainedConfig
 
-from .combine import COMBINE_RULES
+from .decoding.combine import COMBINE_RULES
+from .decoding.weighting import DEFAULT_SWITCH_RATE, check_weighting
 from .tokenization import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
-from .weighting import DEFAULT_SWITCH_RATE, check_weighting
 
 MARGINALIZATIONS = ("chared", "exact")
 DEFAULT_MAX_HYPOTHESES = 8

@@ -23,6 +23,7 @@ It does not implement byte selection, sampling or stopping: ``generate`` does.
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,6 @@ from transformers import (
 from transformers.generation.configuration_utils import GenerationMode
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from . import engine
-from .byte_view import EOT
 from .chat import member_chat_ids
 from .configuration import (
     DEFAULT_EXACT_PROMPT_TOKENS,
@@ -48,10 +47,15 @@ from .configuration import (
     CharEDConfig,
     check_weights,
 )
-from .exact import ExactSequenceState
+from .decoding import engine
+from .decoding.cache import EnsembleCache
+from .decoding.exact import ExactSequenceState
+from .decoding.paper import SequenceState
+from .decoding.weighting import DEFAULT_SWITCH_RATE, Weighting
+from .generation import byte_loop, redecide, to_logits
 from .loading import AUTO_MAP, HUB_OPTIONS, load_member, write_remote_code
-from .state import EnsembleCache, Member, SequenceState
-from .token_tree import CACHE_KW, TokenTree
+from .members.member import Member
+from .members.token_tree import CACHE_KW, TokenTree
 from .tokenization import (
     BOS_ID,
     CHAT_IDS,
@@ -62,10 +66,10 @@ from .tokenization import (
     ByteTokenizer,
     parse_chat,
 )
-from .weighting import DEFAULT_SWITCH_RATE, Weighting
 
 # Attention kernels that read an additive 4-D mask (the token tree's); others are refused.
 TREE_MASK_KERNELS = ("eager", "sdpa")
+LOOPS = ("package", "transformers")  # generate's decoding loop (``generate(loop=...)``)
 CONFIG_OVERRIDES = ("weights", "combine", "marginalization", "max_hypotheses", "prune_below",
                     "weighting", "switch_rate", "heal_prompt", "exact_prompt_tokens")
 
@@ -271,12 +275,24 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         write_remote_code(folder)
 
     # -- generation ------------------------------------------------------------------------
-    def generate(self, inputs=None, generation_config=None, **kwargs):
+    def generate(self, inputs=None, generation_config=None, loop: str = "package", **kwargs):
         """Transformers' ``generate``, with the ensemble's decoding state as its cache.
 
         ``max_new_tokens`` counts bytes. Temperature, top-k/top-p and other processors act on
-        the ensemble's next-byte distribution.
+        the ensemble's next-byte distribution. ``loop``: ``"package"`` (default) runs the
+        package's own loop over the bytes through Transformers' ``custom_generate`` hook
+        (``chared_hf.generation``: no ``forward`` call per byte, one wait for the device per
+        step); ``"transformers"`` runs Transformers' own loop, one ``forward`` per byte; both
+        give the same bytes. A ``custom_generate`` of your own is run as given.
         """
+        if loop not in LOOPS:
+            raise ValueError(f"loop: expected one of {LOOPS}, got {loop!r}")
+        if loop == "package" and kwargs.get("custom_generate") is None:
+            # Transformers hands a callable neither the streamer nor the tokenizer: the loop
+            # takes the streamer here, and stop strings find the byte tokenizer by themselves
+            # (``_get_stopping_criteria``).
+            kwargs["custom_generate"] = functools.partial(byte_loop,
+                                                          streamer=kwargs.get("streamer"))
         config = generation_config or self.generation_config
         if (kwargs.get("num_beams") or config.num_beams or 1) > 1:
             raise ValueError("num_beams: beam search is not supported by CharEDModel; use greedy "
@@ -300,6 +316,13 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         if not isinstance(state, EnsembleCache):
             return processors
         return _Redecide(processors, state)
+
+    def _get_stopping_criteria(self, generation_config, stopping_criteria, tokenizer=None):
+        """Transformers' criteria; ``stop_strings`` need no ``tokenizer`` argument (the
+        ensemble's vocabulary is always ``ByteTokenizer``'s)."""
+        if tokenizer is None and generation_config.stop_strings is not None:
+            tokenizer = ByteTokenizer()
+        return super()._get_stopping_criteria(generation_config, stopping_criteria, tokenizer)
 
     def prepare_inputs_for_generation(self, input_ids, **kwargs):
         state = kwargs.get(CACHE_KW)
@@ -329,6 +352,16 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         if not isinstance(state, EnsembleCache):
             raise ValueError("cache: expected an EnsembleCache (or None), got "
                              f"{type(state).__name__}")
+        rows = self._read(state, input_ids, attention_mask)
+        logits = _to_logits(rows, input_ids.shape[1] if state.decide == "marginal" else 1)
+        # Logits where the ids are: the byte-level loop may run on the host while the members
+        # run on their devices (nothing then waits for a device but the members' byte views).
+        return CausalLMOutputWithPast(logits=logits.to(input_ids.device), **{CACHE_KW: state})
+
+    def _read(self, state: EnsembleCache, input_ids: torch.Tensor,
+              attention_mask: torch.Tensor | None) -> list[list[np.ndarray | None]]:
+        """The rows read ``input_ids`` (new ones start; existing ones read on); per row, the
+        distribution after each id (None: padding, ended)."""
         ids = input_ids.tolist()  # the one copy to the host a step needs (checked here)
         if any(i < 0 or i >= VOCAB_SIZE for seq in ids for i in seq):
             raise ValueError(f"input_ids: ids must lie in [0, {VOCAB_SIZE}) (ByteTokenizer ids)")
@@ -338,10 +371,21 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         else:
             rows = self._continue(state, ids)
         state.seen += input_ids.shape[1]
-        logits = _to_logits(rows, input_ids.shape[1] if state.decide == "marginal" else 1)
-        # Logits where the ids are: the byte-level loop may run on the host while the members
-        # run on their devices (nothing then waits for a device but the members' byte views).
-        return CausalLMOutputWithPast(logits=logits.to(input_ids.device), **{CACHE_KW: state})
+        return rows
+
+    def _first_step(self, state: EnsembleCache, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor | None) -> list[np.ndarray | None]:
+        """The package loop's start (``generation.byte_loop``): the rows take their prompts
+        (with a cache from an earlier call, the ids it has not read); the first new byte's
+        distribution of each."""
+        seen = state.get_seq_length()
+        return [dists[-1] for dists in self._read(state, input_ids[:, seen:], attention_mask)]
+
+    def _step(self, state: EnsembleCache, chosen: list[int]) -> list[np.ndarray | None]:
+        """The package loop's step: every row reads its chosen id (end of text and padding
+        end it); the next byte's distribution of each (None where it ended)."""
+        state.seen += 1
+        return [dists[0] for dists in _step_together(state.rows, [[i] for i in chosen])]
 
     @property
     def weighting(self) -> Weighting:
@@ -482,11 +526,8 @@ class _Redecide(LogitsProcessorList):
             return scores
         out = self.inner(input_ids, scores)
         dead = (~torch.isfinite(out).any(-1)).nonzero().flatten().tolist()
-        for r in dead:
-            dist = self.state.rows[r].recommit() if self.state.rows else None
-            if dist is not None:
-                fresh = _to_logits([[dist]], 1)[0].to(scores)
-                out[r] = self.inner(input_ids[r:r + 1], fresh)[0]
+        if dead and self.state.rows:
+            out = redecide(self.state.rows, self.inner, input_ids, scores, out, dead)
         return out
 
 
@@ -522,18 +563,9 @@ def _leading_text(ids: list[int]) -> bytes:
 
 
 def _to_logits(rows: list[list[np.ndarray | None]], length: int) -> torch.Tensor:
-    """Outcome distributions (bytes + end of text) -> log-probabilities over the byte vocab.
-
-    Positions with no distribution (padding, finished rows) get zeros (a uniform row)."""
-    probs = np.ones((len(rows), length, VOCAB_SIZE))
-    for b, dists in enumerate(rows):
-        for i, dist in enumerate(dists[-length:]):
-            if dist is not None:
-                probs[b, i, :EOT] = dist[:EOT]
-                probs[b, i, EOT:] = 0.0
-                probs[b, i, EOS_ID] = dist[EOT]
-    with np.errstate(divide="ignore"):
-        return torch.from_numpy(np.log(probs).astype(np.float32))
+    """Per row, the last ``length`` outcome distributions as log-probabilities over the byte
+    vocabulary ``[rows, length, 259]`` (``generation.to_logits``; None: uniform)."""
+    return torch.stack([to_logits(dists[-length:]) for dists in rows])
 
 
 AutoConfig.register("chared", CharEDConfig, exist_ok=True)

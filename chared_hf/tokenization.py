@@ -16,7 +16,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from .token_bytes import byte_level_alphabet
+from .members.token_bytes import byte_level_alphabet
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 ROLE, CONTENT, END = "<|role|>", "<|content|>", "<|end|>"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from chared_hf import CharEDModel
-from chared_hf.attribution import attribute
-from chared_hf.scoring import byte_logprobs
+from chared_hf.tools.attribution import attribute
+from chared_hf.tools.scoring import byte_logprobs
 
 
 def test_mixture_shares_split_the_exact_ensembles_probability(abc_pair):
@@ -68,7 +68,7 @@ def test_plot_writes_a_png(abc_pair, tmp_path):
     pytest.importorskip("matplotlib", reason="plotting needs matplotlib")
     import matplotlib.image
 
-    from chared_hf.plotting import plot_attribution
+    from chared_hf.tools.plotting import plot_attribution
 
     text = "ab ca\ncab b a " * 4
     att = attribute(CharEDModel.from_members(abc_pair, weights=[0.5, 0.5]), text)
@@ -87,7 +87,7 @@ def test_plot_writes_a_png(abc_pair, tmp_path):
 
 
 def test_missing_matplotlib_says_how_to_install(abc_pair, monkeypatch):
-    from chared_hf.plotting import plot_attribution
+    from chared_hf.tools.plotting import plot_attribution
 
     att = attribute(CharEDModel.from_members(abc_pair), "ab")
     monkeypatch.setitem(sys.modules, "matplotlib", None)

@@ -18,8 +18,8 @@ from conftest import save_tiny_member
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from chared_hf import ByteTokenizer, CharEDModel
-from chared_hf.cli import main
-from chared_hf.scoring import bits_per_byte, byte_logprobs, own_logprob, split_text
+from chared_hf.tools.cli import main
+from chared_hf.tools.scoring import bits_per_byte, byte_logprobs, own_logprob, split_text
 
 TEXT = "ab ca cab\nab c\nbca ab a\n"
 
@@ -281,7 +281,7 @@ def test_bad_input_is_one_line_and_exit_status_2(folders, files, capsys, argv, m
 
 def _cli(*argv, **kwargs):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "chared_hf.cli", *argv], env=env,
+    return subprocess.Popen([sys.executable, "-m", "chared_hf.tools.cli", *argv], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
@@ -301,7 +301,7 @@ def test_ctrl_c_keeps_the_results_so_far(folders, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     with open(err_file, "w") as err_out:  # a file, not a pipe: the child never blocks on it
         proc = subprocess.Popen(
-            [sys.executable, "-m", "chared_hf.cli", "eval", "gsm8k", *_members(folders),
+            [sys.executable, "-m", "chared_hf.tools.cli", "eval", "gsm8k", *_members(folders),
              "--data", str(data), "--output", str(log)],
             env=env, stdout=subprocess.PIPE, stderr=err_out, text=True,
             # A shell running the suite in the background ignores SIGINT, and children

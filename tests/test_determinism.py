@@ -17,7 +17,7 @@ from chared_hf.demo import load_demo
 
 def _generate_in_a_fresh_process(hash_seed: str, *flags: str) -> str:
     env = {**os.environ, "PYTHONHASHSEED": hash_seed, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "chared_hf.cli", "generate", "--json",
+    done = subprocess.run([sys.executable, "-m", "chared_hf.tools.cli", "generate", "--json",
                            "--max-new-bytes", "40", *flags, "Once upon a time"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -91,9 +91,9 @@ def test_cache_collection_keeps_each_layers_index_on_its_device(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "index_select", strict)
     from transformers import DynamicCache
 
-    from chared_hf.byte_view import ByteTable
-    from chared_hf.token_bytes import TokenBytes
-    from chared_hf.token_tree import TokenTree
+    from chared_hf.members.byte_view import ByteTable
+    from chared_hf.members.token_bytes import TokenBytes
+    from chared_hf.members.token_tree import TokenTree
 
     model, ptok = _pair()
     tree = TokenTree(model, ByteTable(TokenBytes.from_tokenizer(ptok, vocab_size=len(ptok))))
@@ -113,8 +113,8 @@ def test_device_paths_of_the_byte_views_read_what_the_host_paths_read(monkeypatc
     """``gather``, ``ending`` and ``likeliest`` read a CPU member's sums in place; for a
     member on a device they gather there and copy once per device. Run that path on CPU
     tensors (the bank told it cannot be read in place): the same masses, ids and tokens."""
-    from chared_hf.byte_view import ByteTable, ByteView, ending, gather, likeliest
-    from chared_hf.token_bytes import TokenBytes
+    from chared_hf.members.byte_view import ByteTable, ByteView, ending, gather, likeliest
+    from chared_hf.members.token_bytes import TokenBytes
 
     model, ptok = _pair()
     table = ByteTable(TokenBytes.from_tokenizer(ptok, vocab_size=len(ptok), eos_ids=[2]))
@@ -167,7 +167,7 @@ def test_device_paths_of_the_byte_views_read_what_the_host_paths_read(monkeypatc
 def _views_on_device(monkeypatch) -> None:
     """Every ``ViewBank`` made from now on takes its device paths on CPU tensors: it cannot
     be read in place (as its constructor does on a device, it reads its ids later)."""
-    import chared_hf.byte_view as byte_view
+    import chared_hf.members.byte_view as byte_view
 
     made = byte_view.ViewBank.__init__
 

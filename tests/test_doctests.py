@@ -25,5 +25,6 @@ def test_the_examples_exist():
     """Not vacuous: the modules that show examples still have them."""
     finder = doctest.DocTestFinder()
     counts = {name: sum(len(t.examples) for t in finder.find(importlib.import_module(name)))
-              for name in ("chared_hf.combine", "chared_hf.weighting", "chared_hf.loading")}
+              for name in ("chared_hf.decoding.combine", "chared_hf.decoding.weighting",
+                           "chared_hf.loading")}
     assert all(counts.values()), counts

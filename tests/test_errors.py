@@ -86,7 +86,7 @@ def test_gguf_paths_are_checked(tmp_path, path, match):
 
 @pytest.mark.parametrize("text", [("story", "Once"), b"Once", None])
 def test_scoring_helpers_name_a_text_that_is_not_a_string(solo, abc_pair, text):
-    from chared_hf.scoring import byte_logprobs, exact_score
+    from chared_hf.tools.scoring import byte_logprobs, exact_score
 
     exact = CharEDModel.from_members([abc_pair[0]], marginalization="exact")
     for score, model in ((byte_logprobs, solo), (exact_score, exact)):
@@ -95,7 +95,7 @@ def test_scoring_helpers_name_a_text_that_is_not_a_string(solo, abc_pair, text):
 
 
 def test_scoring_helpers_name_an_ensemble_that_is_not_one(abc_pair):
-    from chared_hf.scoring import byte_logprobs, exact_score
+    from chared_hf.tools.scoring import byte_logprobs, exact_score
 
     for score in (byte_logprobs, exact_score):
         with pytest.raises(ValueError, match=r"^ensemble: expected a CharEDModel, got "):

@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chared_hf import ByteTokenizer, CharEDConfig, CharEDModel, EnsembleCache
-from chared_hf.scoring import byte_logprobs
-from chared_hf.token_tree import CACHE_KW
+from chared_hf.members.token_tree import CACHE_KW
 from chared_hf.tokenization import EOS_ID, VOCAB_SIZE
+from chared_hf.tools.scoring import byte_logprobs
 
 
 def _brute_force(model, tok, text: bytes, start: list[int], eos: int) -> float:
@@ -100,7 +100,7 @@ def test_pruning_bounds_contain_the_unbounded_figure(vocab, seed, k, theta, data
     """Certified pruning: with K hypotheses and a relative floor θ, the interval (kept mass,
     kept + dropped mass) contains the log-probability the unbounded exact mode gives the text,
     which it pins down (lower == upper == the sum of its byte log-probabilities)."""
-    from chared_hf.scoring import exact_score
+    from chared_hf.tools.scoring import exact_score
 
     alphabet, pieces = vocab
     tok = piece_tokenizer(pieces)
@@ -116,7 +116,7 @@ def test_pruning_bounds_contain_the_unbounded_figure(vocab, seed, k, theta, data
 def test_prune_below_drops_light_hypotheses_and_is_checked():
     """A relative floor runs fewer tokens than the count bound alone, its interval still holds
     the unbounded figure, and bad values are refused naming the argument."""
-    from chared_hf.scoring import exact_score
+    from chared_hf.tools.scoring import exact_score
 
     tok = piece_tokenizer(["a", "b", "aa", "ab", "ba", "aab", "aba", "bb"])
     model = _flat_model(len(tok), seed=3)
@@ -158,7 +158,7 @@ def test_pruning_bounds_when_pruning_drops_mass_and_for_a_bayes_ensemble():
     """A text many tokenizations spell, K=1: the interval is wide but holds the unbounded
     figure, for each member and for the "bayes" mixture (Σ π_i P_i); the bits-per-byte
     interval is the same bounds per byte."""
-    from chared_hf.scoring import exact_score
+    from chared_hf.tools.scoring import exact_score
 
     tok_a = piece_tokenizer(["a", "b", "aa", "ab", "ba", "aab", "aba", "bb"])
     tok_b = piece_tokenizer(["a", "b", "aaa", "bab", "abb"])
@@ -186,7 +186,7 @@ def test_exact_mode_scores_a_text_longer_than_the_window():
     tokens: one warning, every byte a finite log-probability, no hypothesis longer than the
     window, the cache bounded; below the window nothing changes (the first bytes' figures
     equal those of a member with a window that never fills)."""
-    from chared_hf.scoring import exact_score
+    from chared_hf.tools.scoring import exact_score
 
     pieces = ["a", "b", "c", " ", "ab", "bc", "ca", " a", "abc"]
     tok = piece_tokenizer(pieces)
@@ -217,8 +217,8 @@ def _plain_probs(model, ids: list[int]) -> torch.Tensor:
 def test_token_tree_forwards_match_plain_forwards_before_and_after_collecting():
     """Tree attention: each node's distribution is the model's on its own token sequence,
     whichever other sequences share the cache, and after unused slots are dropped."""
-    from chared_hf.state import Member
-    from chared_hf.token_tree import TokenTree
+    from chared_hf.members.member import Member
+    from chared_hf.members.token_tree import TokenTree
 
     tok = piece_tokenizer(["a", "b", "ab", "ba", "aa"])
     model = _flat_model(len(tok), seed=5)
@@ -242,8 +242,8 @@ def test_token_tree_lanes_keep_rows_apart():
     where a lane runs fewer tokens, or none), queued requests of several lanes in one call,
     and collection that keeps a different number of slots per lane all give each node the
     model's own distribution."""
-    from chared_hf.state import Member
-    from chared_hf.token_tree import TokenTree
+    from chared_hf.members.member import Member
+    from chared_hf.members.token_tree import TokenTree
 
     tok = piece_tokenizer(["a", "b", "ab", "ba", "aa"])
     model = _flat_model(len(tok), seed=7)
@@ -438,7 +438,7 @@ def test_exact_generation_with_two_members(stories):
 
 
 def test_unbounded_mode_gives_up_clearly_when_a_byte_needs_too_many_tokens(monkeypatch):
-    import chared_hf.exact as exact
+    import chared_hf.decoding.exact as exact
 
     tok = piece_tokenizer(["a", "b", "ab", "ba", "aa", "abb", "bab"])
     ens = CharEDModel.from_members([(_flat_model(len(tok), seed=3), tok)],
@@ -481,7 +481,7 @@ def _corpus(limit: int, cut: int | None) -> list[str]:
 
 def _represents(tok, text: str) -> bool:
     """Whether the tokenizer's pieces spell ``text`` exactly, without an unknown token."""
-    from chared_hf.token_bytes import TokenBytes
+    from chared_hf.members.token_bytes import TokenBytes
 
     tb = TokenBytes.from_tokenizer(tok)
     ids = tb.encode(text.encode())
@@ -589,7 +589,7 @@ def test_exact_scoring_runs_ahead_along_the_text(stories, monkeypatch):
     hypothesis and (``RUN_AHEAD_CHILDREN``, the default on accelerators) from every child
     the call runs, so later bytes whose children it ran need no call; every byte's
     distribution stays the same to 1e-6."""
-    import chared_hf.exact as exact
+    import chared_hf.decoding.exact as exact
 
     stories = _float64(stories)
     text = ("Once upon a time, there was a little girl named Lily. She loved to play outside "
@@ -619,7 +619,7 @@ def test_lighter_tokenizations_run_their_next_tokens_ahead(stories, monkeypatch)
     every lighter hypothesis' next tokens (``RUN_AHEAD_LINEAGE_TOKENS``), along the text in
     scoring and along the guessed token in generation: fewer calls, the same distributions
     to 1e-6 and the same generated text."""
-    import chared_hf.exact as exact
+    import chared_hf.decoding.exact as exact
 
     stories = _float64(stories)
     text = (REPO / "benchmarks" / "data" / "story.txt").read_text()[:600]
@@ -718,7 +718,7 @@ def test_run_ahead_leaves_out_prefixes_the_floor_would_drop(stories, monkeypatch
     ``p(e) >= θ·p(t)``: below that, its child weighs less than θ of the text's mass when the
     text reaches it, so the floor drops it and running it is wasted. Fewer tokens, the same
     calls, text and scores."""
-    import chared_hf.exact as exact
+    import chared_hf.decoding.exact as exact
 
     stories = _float64(stories)
     out, calls, tokens = _generate_alone(stories, PROMPTS)
@@ -736,7 +736,7 @@ def test_exact_generation_reads_its_prompt_ahead_and_guesses_the_next_token(stor
     After it, each call also runs the member's likeliest next token ahead, so the bytes that
     follow it need no call. Generation gives the same text and scores as without, and as
     running ahead from every child while reading the prompt (as on an accelerator)."""
-    import chared_hf.exact as exact
+    import chared_hf.decoding.exact as exact
 
     stories = _float64(stories)
     prompt = "Once upon a time, there was a little girl named Lily. She loved to play"
@@ -772,8 +772,8 @@ def test_exact_rows_share_their_members_calls(stories, monkeypatch):
     every row gets the distributions and the text it gets alone (to 1e-6 in float64).
     Without running ahead, so that each row needs the same calls as alone: in the batch
     each row takes part in as many calls as it makes alone, and the rows share them."""
-    import chared_hf.exact as exact
-    from chared_hf.token_tree import TokenTree
+    import chared_hf.decoding.exact as exact
+    from chared_hf.members.token_tree import TokenTree
 
     monkeypatch.setattr(exact, "RUN_AHEAD_BYTES", 0)
     calls: list[set[int]] = []  # the lanes of each member call

@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from chared_hf import ByteTokenizer, CharEDModel, EnsembleCache
-from chared_hf.token_tree import CACHE_KW
+from chared_hf.members.token_tree import CACHE_KW
 from chared_hf.tokenization import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 
 PIECES = ["a", "b", "c", " ", "ab", "bc", "ca", " a", "abc", "cab", "b c"]
@@ -535,7 +535,7 @@ def test_idle_rows_guess_their_next_token_in_other_rows_calls(duo_paper, tok, mo
     commits (``SequenceState.predicted_commits``), else its likeliest token after its
     pending bytes. A later commit of that token costs no call. Fewer calls than with the
     likeliest tokens only, and than without guesses; the same texts."""
-    from chared_hf.state import SequenceState
+    from chared_hf.decoding.paper import SequenceState
 
     prompts = ["Once upon a time", "The little dog", "Tom and his mom", "One day, Lily"]
     batch = tok(prompts, return_tensors="pt", padding=True)
@@ -561,7 +561,7 @@ def test_greedy_steps_ahead_predict_the_next_commits(pair, stories, tok, monkeyp
     commits exactly the predicted bytes (where it commits before the text ends). Some are
     found past commits that earlier guesses ran, and asked again the steps ahead mostly go
     on where they stopped (or from a later point along them) instead of starting over."""
-    from chared_hf.state import MemberState, SequenceState, _Ahead
+    from chared_hf.decoding.paper import MemberState, SequenceState, _Ahead
 
     predicted, committed, alive = [], {}, []  # alive: no node's id is reused
     beyond, asks = [0], [0]  # predictions after a commit an earlier guess ran; asks
@@ -631,7 +631,7 @@ def test_the_steps_ahead_move_the_weights(tok, weighting, commit):
     ends. With equal fixed weights the pair reads x (0.51 against q 0.49), then z (0.675);
     Bayes weights move to 0.902/0.098 on reading x (0.92 against 0.1), so y wins (0.506
     against 0.494). ``predicted_commits`` must move its weights as the row will to see it."""
-    from chared_hf.state import SequenceState
+    from chared_hf.decoding.paper import SequenceState
 
     ptok = piece_tokenizer(["s", "xy", "xz", "q"])  # ids 3..6 after <unk>, <s>, </s>
     probs = [{4: 0.506, 5: 0.414, 6: 0.08}, {4: 0.01, 5: 0.09, 6: 0.9}]  # after "s"

@@ -20,8 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chared_hf import ByteTokenizer, CharEDModel, load_demo
-from chared_hf.byte_view import EOT
-from chared_hf.state import Draws, Member, SequenceState, heal_tokens
+from chared_hf.decoding.paper import Draws, SequenceState
+from chared_hf.members.byte_view import EOT
+from chared_hf.members.member import Member, heal_tokens
 
 # Greedy longest match: "ab:\n" is a, b, :, \n and "b\n" is b, \n; longer tokens extend the ends.
 PIECES = ["a", "b", ":", "\n", " ", "\n ", "\n  ", "\na", ":\n ", ":\n\n", "  "]

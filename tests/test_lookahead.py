@@ -14,11 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from chared_hf import ByteTokenizer, CharEDModel, lookahead
-from chared_hf.byte_view import EOT, EPS
-from chared_hf.combine import combine
-from chared_hf.exact import ExactMember
-from chared_hf.state import Member
+from chared_hf import ByteTokenizer, CharEDModel
+from chared_hf.decoding import lookahead
+from chared_hf.decoding.combine import combine
+from chared_hf.decoding.exact import ExactMember
+from chared_hf.members.byte_view import EOT, EPS
+from chared_hf.members.member import Member
 
 PROMPTS = ["Once upon a time", "The little dog ran to the", "def fibonacci(n):\n"]
 
@@ -94,7 +95,7 @@ def test_generation_alone_runs_ahead_along_the_guess_with_the_same_numbers(monke
     """A row generating alone runs each member's call ahead along the ensemble's guessed
     bytes (``lookahead.predict``) instead of the member's own likeliest token: the same
     texts and scores (to 1e-6 in float64), fewer calls."""
-    import chared_hf.exact as exact
+    import chared_hf.decoding.exact as exact
 
     pairs = _demo_pair()
     guessed, guessed_calls = _generate(pairs, PROMPTS)
@@ -113,7 +114,7 @@ def test_the_real_pair_needs_fewer_calls_with_the_guess(stories, smollm2, monkey
     bytes both members' views agree on, so SmolLM2 (the expensive member) needs about a third
     fewer calls (16 against 23 for 48 bytes), for the same text and scores (float32: calls of
     different shapes differ by about 1e-6)."""
-    import chared_hf.exact as exact
+    import chared_hf.decoding.exact as exact
 
     guessed, guessed_calls = _generate([stories, smollm2], PROMPTS[:1], new_bytes=48)
     monkeypatch.setattr(exact, "predict", lambda *args, **kwargs: b"")

@@ -338,7 +338,7 @@ def test_teacher_forcing_runs_ahead_without_changing_a_number(stories, monkeypat
     """Scoring runs each member ahead along the text (its own tokenization plus the tokens the
     schedule may commit early) in few forward calls; the scores are those of one call per
     commit, and the calls are far fewer."""
-    import chared_hf.state as state_module
+    import chared_hf.decoding.paper as state_module
 
     tok = piece_tokenizer(list("abcdefghijklmnopqrstuvwxyz ,.") + ["the", " a", "ing", "Once"])
     small = tiny_model(len(tok), seed=2, bos=1, eos=2)

@@ -20,8 +20,9 @@ import pytest
 import torch
 from conftest import piece_tokenizer, text_logprob, tiny_model
 
-from chared_hf.byte_view import EOT, EPS
-from chared_hf.state import Draws, Member, SequenceState
+from chared_hf.decoding.paper import Draws, SequenceState
+from chared_hf.members.byte_view import EOT, EPS
+from chared_hf.members.member import Member
 
 PIECES = ["a", "b", "ab", "ba", "aa", "abb", "bab"]
 PROMPT = b"ab"

@@ -151,7 +151,7 @@ def test_ordinary_messages_get_the_tokenizers_own_template_ids(family):
     """With no forged markers, a member's prompt is exactly what its tokenizer's own
     ``apply_chat_template`` gives: markup after a special token is tokenized as the tokenizer
     does (phi3's SentencePiece adds "▁" there), markup after a message continues its text."""
-    from chared_hf.state import Member
+    from chared_hf.members.member import Member
 
     tok = load_tokenizer(family)
     member = Member.build(tiny_model(len(tok)), tok)

@@ -29,10 +29,11 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from chared_hf import ByteTokenizer, CharEDModel
-from chared_hf.byte_view import EOT, EPS, N_OUTCOMES, ByteTable, ByteView
-from chared_hf.combine import combine, mixture, product
-from chared_hf.state import Member, SequenceState
-from chared_hf.token_bytes import TokenBytes, byte_level_alphabet
+from chared_hf.decoding.combine import combine, mixture, product
+from chared_hf.decoding.paper import SequenceState
+from chared_hf.members.byte_view import EOT, EPS, N_OUTCOMES, ByteTable, ByteView
+from chared_hf.members.member import Member
+from chared_hf.members.token_bytes import TokenBytes, byte_level_alphabet
 
 SLOW_OK = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow],
                    report_multiple_bugs=False)
@@ -464,7 +465,7 @@ def test_byte_views_gathered_on_a_device_equal_those_read_in_place():
     """``gather`` reads CPU members' sums in place and gathers a device's with torch (one
     gather per bank, one copy per device): the same masses either way, here with the device
     path forced on CPU tensors, over two banks and several prefixes at once."""
-    from chared_hf.byte_view import ViewBank, gather
+    from chared_hf.members.byte_view import ViewBank, gather
 
     tok = generated_tokenizer(VocabSpec("bytelevel", "abc", ((0, 1), (1, 2), (3, 2))))
     table = ByteTable(TokenBytes.from_tokenizer(tok))

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chared_hf import CharEDModel
-from chared_hf.scoring import (
+from chared_hf.tools.scoring import (
     bits_per_byte,
     byte_logprobs,
     exact_members,

@@ -19,8 +19,8 @@ from transformers import AutoModelForCausalLM
 
 import chared_hf  # noqa: F401  (registers the Auto classes)
 from chared_hf import ByteTokenizer, CharEDConfig, CharEDModel
-from chared_hf.cli import main
 from chared_hf.loading import load_member
+from chared_hf.tools.cli import main
 
 PIECES = ["a", "b", "c", " ", "\n", "ab", "ca", " a"]
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import asset_path, piece_tokenizer, tiny_model
 
-from chared_hf import CharEDModel, tasks
+from chared_hf import CharEDModel
 from chared_hf.chat import member_chat_ids
-from chared_hf.tasks import (
+from chared_hf.tools import tasks
+from chared_hf.tools.tasks import (
     GSM8K_PLAIN_TEMPLATE,
     EnsembleCompleter,
     MemberCompleter,

@@ -8,7 +8,7 @@ import pytest
 from conftest import TOKENIZER_FAMILIES, asset_path, load_tokenizer
 from transformers import AutoTokenizer
 
-from chared_hf.token_bytes import TokenBytes
+from chared_hf.members.token_bytes import TokenBytes
 
 
 @functools.cache

@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chared_hf import ByteTokenizer, CharEDConfig, CharEDModel, EnsembleCache
-from chared_hf.scoring import byte_logprobs, exact_members
-from chared_hf.state import MemberState
-from chared_hf.token_tree import CACHE_KW
-from chared_hf.weighting import WEIGHTINGS, Weighting
+from chared_hf.decoding.paper import MemberState
+from chared_hf.decoding.weighting import WEIGHTINGS, Weighting
+from chared_hf.members.token_tree import CACHE_KW
+from chared_hf.tools.scoring import byte_logprobs, exact_members
 
 
 def brute_force_switching(probs: np.ndarray, prior: np.ndarray, rate: float) -> float:
@@ -229,7 +229,7 @@ def test_prompt_moves_the_weights_before_the_first_new_byte(abc_pair, mode, monk
         logp = np.array([_healed_logprob(m, t, ids, pending)
                          for (m, t), (ids, pending) in zip(abc_pair, read, strict=True)])
     else:  # each member's own tokenization, after its start of text
-        from chared_hf.scoring import own_logprob
+        from chared_hf.tools.scoring import own_logprob
 
         logp = np.array([own_logprob(m, t, prompt) for m, t in abc_pair])
     assert np.log(w[0] / w[1]) == pytest.approx(logp[0] - logp[1], abs=1e-6)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .byte_view import ending, gather, likeliest
+from ..members.byte_view import ending, gather, likeliest
 
 
 class TextCursor:

@@ -33,109 +33,20 @@ What it does not do: talk to ``generate`` (``modeling``) or pick bytes.
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from ..members.byte_view import EOT, EPS, ByteView, ending, gather
+from ..members.member import Member, heal_tokens
+from ..members.token_bytes import split_utf8
+from ..members.token_tree import Node, TokenTree
 from . import engine
-from .byte_view import EOT, EPS, ByteTable, ByteView, ending, gather
 from .combine import combine
 from .engine import TextCursor
-from .token_bytes import TokenBytes, split_utf8
-from .token_tree import Node, TokenTree
 from .weighting import RowWeights, Weighting
 
 DECIDE_RULES = ("greedy", "sample", "marginal")
-
-
-@dataclass
-class Member:
-    """A member model, its tokenizer and the byte tables derived from it."""
-
-    model: torch.nn.Module
-    tokenizer: object
-    token_bytes: TokenBytes
-    table: ByteTable
-    name: str = "member"
-    window: int | None = None  # the model's context length (max_position_embeddings)
-    warned: bool = field(default=False, compare=False)  # the context-window warning was given
-    _prefixes: dict = field(default_factory=dict, compare=False, repr=False)  # prefix_ids'
-    _bytes: dict = field(default_factory=dict, compare=False, repr=False)  # byte_id's
-
-    @classmethod
-    def build(cls, model, tokenizer, name: str = "member") -> Member:
-        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        eos = [eos] if isinstance(eos, int) else list(eos or [])
-        if tokenizer.eos_token_id is not None:
-            eos.append(tokenizer.eos_token_id)
-        vocab = model.get_output_embeddings().weight.shape[0] if hasattr(
-            model, "get_output_embeddings") and model.get_output_embeddings() is not None else None
-        tb = TokenBytes.from_tokenizer(tokenizer, vocab_size=vocab, eos_ids=eos)
-        config = getattr(model, "config", None)
-        window = getattr(config, "max_position_embeddings", None) if config is not None else None
-        return cls(model=model, tokenizer=tokenizer, token_bytes=tb, table=ByteTable(tb),
-                   name=name, window=window if isinstance(window, int) and window > 8 else None)
-
-    def tokens_to_keep(self, n_start: int, stacklevel: int) -> int:
-        """The context policy of both modes, for a context that outgrew the window: how many
-        of the most recent tokens to keep after ``n_start`` start ids (together 3/4 of the
-        window); warns once per member."""
-        if not self.warned:
-            self.warned = True
-            warnings.warn(f"member {self.name!r}: context longer than its window of "
-                          f"{self.window} tokens; keeping the most recent tokens",
-                          stacklevel=stacklevel + 1)
-        return max(1, self.window * 3 // 4 - n_start)
-
-    def byte_id(self, byte: int) -> int | None:
-        """The member's own id for the single byte ``byte`` (None where no one id spells it)."""
-        ids = self._bytes.get(byte)
-        if ids is None:
-            try:
-                ids = self._bytes[byte] = self.token_bytes.encode(bytes((byte,)))
-            except ValueError:
-                ids = self._bytes[byte] = []
-        return ids[0] if len(ids) == 1 and self.token_bytes.pieces[ids[0]] == bytes(
-            (byte,)) else None
-
-    def prefix_ids(self, token: int) -> list[int]:
-        """Ids other than ``token`` whose bytes are a non-empty prefix of ``token``'s (or
-        equal to them): the tokens a text spelled by ``token`` could also end at."""
-        out = self._prefixes.get(token)
-        if out is None:
-            piece, out = self.token_bytes.pieces[token] or b"", []
-            for k in range(1, len(piece) + 1):
-                b = self.table.bounds(piece[:k])
-                out += [i for i in self.table.sorted_ids[int(b[0]):int(b[1])].tolist()
-                        if i != token]
-            self._prefixes[token] = out
-        return out
-
-
-def heal_tokens(member: Member, ids: list[int], rest: bytes = b"") -> int:
-    """Token healing: how many of the prompt's last ``ids`` to leave pending rather than
-    commit, so that the member can continue them with a longer token (the paper mode's
-    healing; the exact mode reads at least these over every tokenization).
-
-    The longest run of trailing tokens whose bytes (with ``rest``, a partial UTF-8 character)
-    some single token of the vocabulary starts with and goes beyond; 0 where none does.
-    Example: a prompt ending ``"):", "\\n"`` in a vocabulary with ``"\\n    "`` leaves ``"\\n"``
-    pending, so the member can still write the newline and the indent as one token.
-    """
-    pieces, table, best, tail = member.token_bytes.pieces, member.table, 0, rest
-    for k in range(1, len(ids) + 1):
-        piece = pieces[ids[-k]] if 0 <= ids[-k] < len(pieces) else None
-        if piece is None:  # a special token: not text to continue
-            break
-        tail = piece + tail
-        bounds = table.bounds(tail)
-        if bounds[-1] <= bounds[0]:  # no token starts with these bytes: no longer run does
-            break
-        if bounds[-1] > bounds[1]:  # a token extends them
-            best = k
-    return best
 
 
 class Draws:
@@ -708,37 +619,3 @@ def _byte_probs(dists: list[np.ndarray | None]) -> np.ndarray:
 def _normalise(dist: np.ndarray) -> np.ndarray:
     total = dist.sum()
     return dist / total if total > 0 else dist
-
-
-class EnsembleCache:
-    """What ``generate`` carries between forward calls: one ``SequenceState`` per row.
-
-    It is not a KV cache: ``get_seq_length`` is the number of byte ids consumed so that
-    Transformers slices new inputs correctly, and ``is_compileable`` is False.
-    """
-
-    is_compileable = False
-    # Per-layer flags some Transformers versions read off any cache: one pseudo-layer.
-    is_linear = (False,)
-    is_sliding = (False,)
-    is_dummy = (False,)
-
-    def __init__(self, decide: str = "marginal"):
-        if decide not in DECIDE_RULES:
-            raise ValueError(f"decide: expected one of {DECIDE_RULES}, got {decide!r}")
-        self.decide = decide
-        self.rows: list[SequenceState] | None = None
-        self.trees: list[TokenTree] | None = None  # per member, shared by the rows
-        self.seen = 0
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.seen
-
-    def forward_calls(self) -> list[list[int]]:
-        """Forward calls so far, per row and member (the rows of a batch share trees, so a
-        batch's rows report the calls they made together)."""
-        return [[m.tree.forwards for m in row.members] for row in self.rows or []]
-
-    def forward_tokens(self) -> list[list[int]]:
-        """Tokens the members ran so far (over all calls), per row and member."""
-        return [[m.tree.queries for m in row.members] for row in self.rows or []]

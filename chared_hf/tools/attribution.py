@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .modeling import CharEDModel
+from ..modeling import CharEDModel
 from .scoring import byte_logprobs, exact_members
 
 

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .modeling import CharEDModel
-from .state import EnsembleCache
-from .tokenization import ByteTokenizer
-from .weighting import DEFAULT_SWITCH_RATE, Weighting
+from ..decoding.cache import EnsembleCache
+from ..decoding.weighting import DEFAULT_SWITCH_RATE, Weighting
+from ..modeling import CharEDModel
+from ..tokenization import ByteTokenizer
 
 LN2 = math.log(2)
 

@@ -85,14 +85,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..members.byte_view import EPS, ByteView, ending, gather
+from ..members.member import Member, heal_tokens
+from ..members.token_bytes import split_utf8
+from ..members.token_tree import Node, TokenTree
 from . import engine
-from .byte_view import EPS, ByteView, ending, gather
 from .combine import combine
 from .engine import TextCursor
 from .lookahead import predict
-from .state import Member, as_weighting, heal_tokens
-from .token_bytes import split_utf8
-from .token_tree import Node, TokenTree
+from .paper import as_weighting
 from .weighting import RowWeights, Weighting
 
 UNBOUNDED_LIMIT = 4096  # children one byte may need before the unbounded mode gives up

@@ -37,11 +37,12 @@ from tqdm.auto import tqdm
 from transformers import TextStreamer, set_seed
 from transformers.utils import logging as hf_logging
 
-from . import loading, scoring, tasks
-from .configuration import check_weights
-from .modeling import CharEDModel
-from .tokenization import ByteTokenizer
-from .weighting import DEFAULT_SWITCH_RATE, WEIGHTINGS
+from .. import loading
+from ..configuration import check_weights
+from ..decoding.weighting import DEFAULT_SWITCH_RATE, WEIGHTINGS
+from ..modeling import CharEDModel
+from ..tokenization import ByteTokenizer
+from . import scoring, tasks
 
 
 class CLIError(ValueError):
@@ -76,7 +77,7 @@ def load_members(args) -> tuple[list[str], list[tuple]]:
     """Names and (model, tokenizer) pairs of ``--member``, or of the demo ensemble when none
     is given (its weights become the default ``--weights``)."""
     if not args.member:
-        from .demo import load_demo
+        from ..demo import load_demo
 
         demo = load_demo()
         if args.weights is None:
@@ -100,8 +101,8 @@ def _default_weighting(args) -> None:
 def _member_count(args) -> int:
     if args.member:
         return len(args.member)
-    from .configuration import CharEDConfig
-    from .demo import DEMO_PATH
+    from ..configuration import CharEDConfig
+    from ..demo import DEMO_PATH
 
     return len(CharEDConfig.from_pretrained(DEMO_PATH).members)
 

@@ -57,8 +57,8 @@ from pathlib import Path
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from .modeling import CharEDModel
-from .tokenization import ByteTokenizer
+from ..modeling import CharEDModel
+from ..tokenization import ByteTokenizer
 
 HUMANEVAL_STOPS = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
 HUMANEVAL_MAX_BYTES = 512

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .byte_view import EOT, EPS, ending, gather
+from ..members.byte_view import EOT, EPS, ending, gather
+from ..members.token_tree import Node
 from .combine import combine
-from .token_tree import Node
 
 if TYPE_CHECKING:
     from .exact import ExactMember
