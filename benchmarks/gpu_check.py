@@ -22,6 +22,7 @@ the members' device (``cuda``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -146,12 +147,10 @@ def score_case(pairs, text: str, wide: bool, repeats: int, lineages: bool = True
     float64; in float32 or bfloat16, calls of different shapes round differently, which can
     flip a pruning decision near the floor (the ``logprob`` column shows by how much: 0.15 nats
     over these 141 bytes for the demo pair in float32 on a CPU)."""
-    import chared_hf.decoding.exact as exact
-
-    exact.RUN_AHEAD_CHILDREN = wide
-    tokens, exact.RUN_AHEAD_LINEAGE_TOKENS = exact.RUN_AHEAD_LINEAGE_TOKENS, (
-        exact.RUN_AHEAD_LINEAGE_TOKENS if lineages else 0)
-    ens = CharEDModel.from_members(pairs, marginalization="exact", max_hypotheses=8)
+    ens = CharEDModel.from_members(pairs, marginalization="exact", max_hypotheses=8,
+                                   run_ahead_children=wide)
+    if not lineages:
+        ens.speculation = dataclasses.replace(ens.speculation, lineage_tokens=0)
     ids = ByteTokenizer()(text, return_tensors="pt")["input_ids"]
     times = []
     for _ in range(repeats + 1):  # the first is a warm-up
@@ -161,7 +160,6 @@ def score_case(pairs, text: str, wide: bool, repeats: int, lineages: bool = True
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    exact.RUN_AHEAD_CHILDREN, exact.RUN_AHEAD_LINEAGE_TOKENS = None, tokens
     source = "every child" if wide else "the best" if lineages else "the best only"
     return {"case": f"exact K=8 scoring, run ahead from {source}",
             "bytes": len(text.encode()),

@@ -12,36 +12,37 @@ HumanEval solutions, GSM8K answers), one thread:
 Reported per member and θ: bits per byte (every byte counted), the interval
 ``[lower, upper]`` and its width relative to the figure, ms per byte, and the member's forward
 calls and tokens per byte (with ``--own``, the member's own forward over the same texts: its
-bits per byte, time and the ratio). Each setting runs ahead (``exact.RUN_AHEAD_BYTES``) from
-the heaviest hypothesis, with the lighter ones' next tokens
-(``exact.RUN_AHEAD_LINEAGE_TOKENS``), and once without running ahead (``--no-compare``: not);
-``--lineages`` adds a run from the heaviest hypothesis only, ``--children`` one from every
-child a call runs too (``exact.RUN_AHEAD_CHILDREN``).
+bits per byte, time and the ratio). Each setting runs ahead (``run_ahead_bytes``) from the
+heaviest hypothesis, with the lighter ones' next tokens (``Speculation.lineage_tokens``), and
+once without running ahead (``--no-compare``: not); ``--lineages`` adds a run from the
+heaviest hypothesis only, ``--children`` one from every child a call runs too
+(``run_ahead_children``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
 from common import ForwardClock, corpus, load_members, print_table, write_json
 
 from chared_hf import CharEDModel
-from chared_hf.decoding import exact
+from chared_hf.decoding.speculation import Speculation
 from chared_hf.tools.scoring import LN2, exact_score, own_logprob
-
-RUN_AHEAD = exact.RUN_AHEAD_BYTES
-LINEAGE_TOKENS = exact.RUN_AHEAD_LINEAGE_TOKENS
 
 
 def run(pair, texts: list[str], k: int, floor: float, ahead: str, own: bool = False
         ) -> dict:
+    default = Speculation()
     ens = CharEDModel.from_members([pair], marginalization="exact", max_hypotheses=k,
-                                   prune_below=floor)
-    exact.RUN_AHEAD_BYTES = RUN_AHEAD if ahead != "no" else 0
-    exact.RUN_AHEAD_CHILDREN = ahead == "from every child"
-    exact.RUN_AHEAD_LINEAGE_TOKENS = 0 if ahead == "from the best only" else LINEAGE_TOKENS
+                                   prune_below=floor,
+                                   run_ahead_bytes=default.run_ahead_bytes if ahead != "no" else 0,
+                                   run_ahead_children=ahead == "from every child")
+    ens.speculation = dataclasses.replace(
+        ens.speculation,
+        lineage_tokens=0 if ahead == "from the best only" else default.lineage_tokens)
     clock = ForwardClock([pair[0]])
     nats, lower, upper, n = 0.0, 0.0, 0.0, 0
     start = time.perf_counter()
@@ -79,10 +80,10 @@ def main() -> None:
                         help="also time the member's own forward over the same texts")
     parser.add_argument("--lineages", action="store_true",
                         help="also run ahead from the heaviest hypothesis only, without the "
-                             "lighter ones' next tokens (exact.RUN_AHEAD_LINEAGE_TOKENS=0)")
+                             "lighter ones' next tokens (lineage_tokens=0)")
     parser.add_argument("--children", action="store_true",
-                        help="also run ahead from every child a call runs (exact."
-                             "RUN_AHEAD_CHILDREN, the default on accelerators)")
+                        help="also run ahead from every child a call runs "
+                             "(run_ahead_children, the default on accelerators)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     members = load_members(args.members)

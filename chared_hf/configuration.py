@@ -67,6 +67,16 @@ class CharEDConfig(PreTrainedConfig):
             the next line's indent); ``False`` commits the member's tokenization of the whole
             prompt, as the paper does. The exact mode needs no healing (it reads the prompt
             over every tokenization).
+        run_ahead_bytes: how far along known text (a prompt the exact mode reads, a scored
+            text) a member call also runs the member's own tokenization, so that later bytes
+            need no call of their own (``chared_hf.decoding.speculation``); ``0`` runs nothing
+            ahead. Never changes a number, only how many calls and tokens the members run.
+        guess_bytes: in generation, how many bytes of greedy steps ahead are run on the host to
+            guess what a call runs ahead (the paper mode's next commits in a batch's padding,
+            the exact mode's text ahead for a row alone); ``0`` guesses nothing.
+        run_ahead_children: on known text, also run ahead from every child a call runs (far
+            fewer calls, several times the tokens); ``None`` (default): for members on an
+            accelerator, not on a CPU.
     """
 
     model_type = "chared"
@@ -84,6 +94,10 @@ class CharEDConfig(PreTrainedConfig):
     prune_below: float | None = None
     exact_prompt_tokens: int | None = DEFAULT_EXACT_PROMPT_TOKENS
     heal_prompt: bool = True
+    # Speculation: what member calls run ahead (numbers unchanged; benchmarks/README.md).
+    run_ahead_bytes: int = 32
+    guess_bytes: int = 16
+    run_ahead_children: bool | None = None
     # The byte vocabulary: 256 bytes + <s>, </s>, <pad>. Not meant to be changed.
     vocab_size: int = VOCAB_SIZE
     bos_token_id: int | None = BOS_ID
@@ -116,6 +130,13 @@ class CharEDConfig(PreTrainedConfig):
                 or not isinstance(self.exact_prompt_tokens, int) or self.exact_prompt_tokens < 1):
             raise ValueError("exact_prompt_tokens: expected a positive integer or None, got "
                              f"{self.exact_prompt_tokens!r}")
+        for name in ("run_ahead_bytes", "guess_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
+        if self.run_ahead_children not in (None, True, False):
+            raise ValueError("run_ahead_children: expected True, False or None, got "
+                             f"{self.run_ahead_children!r}")
         if self.combine not in COMBINE_RULES:
             raise ValueError(f"combine: expected one of {COMBINE_RULES}, got {self.combine!r}")
         check_weighting(self.weighting, self.switch_rate)

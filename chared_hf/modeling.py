@@ -51,6 +51,7 @@ from .decoding import engine
 from .decoding.cache import EnsembleCache
 from .decoding.exact import ExactSequenceState
 from .decoding.paper import SequenceState
+from .decoding.speculation import Speculation
 from .decoding.weighting import DEFAULT_SWITCH_RATE, Weighting
 from .generation import byte_loop, redecide, to_logits
 from .loading import AUTO_MAP, HUB_OPTIONS, load_member, write_remote_code
@@ -71,7 +72,8 @@ from .tokenization import (
 TREE_MASK_KERNELS = ("eager", "sdpa")
 LOOPS = ("package", "transformers")  # generate's decoding loop (``generate(loop=...)``)
 CONFIG_OVERRIDES = ("weights", "combine", "marginalization", "max_hypotheses", "prune_below",
-                    "weighting", "switch_rate", "heal_prompt", "exact_prompt_tokens")
+                    "weighting", "switch_rate", "heal_prompt", "exact_prompt_tokens",
+                    "run_ahead_bytes", "guess_bytes", "run_ahead_children")
 
 
 def default_generation_config() -> GenerationConfig:
@@ -141,6 +143,9 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             path = str(getattr(getattr(model, "config", None), "name_or_path", "") or "")
             name = path.rstrip("/").rsplit("/", 1)[-1] or f"member_{i}"
             self.members.append(Member.build(model, tokenizer, name=name))
+        # What the members' calls may run ahead (the config's three settings); replace it
+        # (``dataclasses.replace``) to change them for this model.
+        self.speculation = Speculation.from_config(config)
         self.generation_config = default_generation_config()
         self._set_device_map(force=bool((member_kwargs or {}).get("device_map")))
         self.post_init()
@@ -171,6 +176,7 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         prune_below: float | None = None,
         heal_prompt: bool = True,
         exact_prompt_tokens: int | None = DEFAULT_EXACT_PROMPT_TOKENS,
+        **speculation,
     ) -> CharEDModel:
         """Wrap ``(model, tokenizer)`` pairs already in memory.
 
@@ -192,6 +198,8 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
                 handling, the whole prompt committed).
             exact_prompt_tokens: with ``"exact"``, the prompt's last tokens read over every
                 tokenization (``None``: the whole prompt; ``CharEDConfig``).
+            **speculation: ``run_ahead_bytes``, ``guess_bytes``, ``run_ahead_children``: what
+                the members' calls run ahead (``CharEDConfig``; numbers never change).
         """
         if not isinstance(members, list | tuple) or not members:
             raise ValueError("members: expected a non-empty list of (model, tokenizer) pairs")
@@ -200,7 +208,8 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         config = CharEDConfig(weights=weights, combine=combine, marginalization=marginalization,
                               max_hypotheses=max_hypotheses, weighting=weighting,
                               switch_rate=switch_rate, prune_below=prune_below,
-                              heal_prompt=heal_prompt, exact_prompt_tokens=exact_prompt_tokens)
+                              heal_prompt=heal_prompt, exact_prompt_tokens=exact_prompt_tokens,
+                              **_speculation_settings(speculation))
         return cls(config, members=list(members))
 
     @classmethod
@@ -400,10 +409,12 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             return ExactSequenceState(self.members, self.weighting, self.config.combine,
                                       self.config.max_hypotheses, self.config.pruning_floor,
                                       trees=state.trees,
-                                      prompt_tokens=self.config.exact_prompt_tokens)
+                                      prompt_tokens=self.config.exact_prompt_tokens,
+                                      speculation=self.speculation)
         return SequenceState(self.members, self.weighting, self.config.combine,
                              state.decide, trees=state.trees,
-                             heal_prompt=self.config.heal_prompt and state.decide != "marginal")
+                             heal_prompt=self.config.heal_prompt and state.decide != "marginal",
+                             speculation=self.speculation)
 
     def _start(self, state: EnsembleCache, ids, mask) -> list[list[np.ndarray | None]]:
         """First call: build one row per sequence and return its distributions. Generation
@@ -529,6 +540,16 @@ class _Redecide(LogitsProcessorList):
         if dead and self.state.rows:
             out = redecide(self.state.rows, self.inner, input_ids, scores, out, dead)
         return out
+
+
+def _speculation_settings(settings: dict) -> dict:
+    """``from_members``' speculation keywords, refused by name where unknown."""
+    known = ("run_ahead_bytes", "guess_bytes", "run_ahead_children")
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise TypeError(f"from_members() got unexpected keyword arguments {unknown}; "
+                        f"speculation settings are {list(known)}")
+    return settings
 
 
 def _check_pair(index: int, pair):

@@ -7,6 +7,7 @@ it (specials other than end of text removed), to 1e-6.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -27,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chared_hf import ByteTokenizer, CharEDConfig, CharEDModel, EnsembleCache
+from chared_hf.decoding.speculation import Speculation
 from chared_hf.members.token_tree import CACHE_KW
 from chared_hf.tokenization import EOS_ID, VOCAB_SIZE
 from chared_hf.tools.scoring import byte_logprobs
@@ -586,10 +588,9 @@ def _float64(pair):
 def test_exact_scoring_runs_ahead_along_the_text(stories, monkeypatch):
     """Run-ahead on known text: each call also runs the member's own tokenization of the text
     ahead (with the shorter tokens inside it), from the heaviest
-    hypothesis and (``RUN_AHEAD_CHILDREN``, the default on accelerators) from every child
+    hypothesis and (``run_ahead_children``, the default on accelerators) from every child
     the call runs, so later bytes whose children it ran need no call; every byte's
     distribution stays the same to 1e-6."""
-    import chared_hf.decoding.exact as exact
 
     stories = _float64(stories)
     text = ("Once upon a time, there was a little girl named Lily. She loved to play outside "
@@ -597,14 +598,13 @@ def test_exact_scoring_runs_ahead_along_the_text(stories, monkeypatch):
     ids = torch.tensor([[256, *text.encode(), EOS_ID]])
 
     def run(ahead: int, children: bool = False):
-        monkeypatch.setattr(exact, "RUN_AHEAD_BYTES", ahead)
-        monkeypatch.setattr(exact, "RUN_AHEAD_CHILDREN", children)
         ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8,
-                                       prune_below=1e-4)
+                                       prune_below=1e-4, run_ahead_bytes=ahead,
+                                       run_ahead_children=children)
         out = ens(input_ids=ids)
         return out.logits[0].double(), out.cache.rows[0].members[0].forwards
 
-    ahead = exact.RUN_AHEAD_BYTES
+    ahead = Speculation().run_ahead_bytes
     logits, calls = run(ahead)
     plain, plain_calls = run(0)
     wide, wide_calls = run(ahead, children=True)  # from every child too
@@ -616,19 +616,18 @@ def test_exact_scoring_runs_ahead_along_the_text(stories, monkeypatch):
 def test_lighter_tokenizations_run_their_next_tokens_ahead(stories, monkeypatch):
     """Along a story, tokenizations that split a word differently follow the same tokens
     afterwards, with a steady share of the mass (the floor keeps them). Each call also runs
-    every lighter hypothesis' next tokens (``RUN_AHEAD_LINEAGE_TOKENS``), along the text in
+    every lighter hypothesis' next tokens (``Speculation.lineage_tokens``), along the text in
     scoring and along the guessed token in generation: fewer calls, the same distributions
     to 1e-6 and the same generated text."""
-    import chared_hf.decoding.exact as exact
 
     stories = _float64(stories)
     text = (REPO / "benchmarks" / "data" / "story.txt").read_text()[:600]
     ids = torch.tensor([[256, *text.encode(), EOS_ID]])
 
     def run(tokens: int):
-        monkeypatch.setattr(exact, "RUN_AHEAD_LINEAGE_TOKENS", tokens)
         ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8,
                                        prune_below=1e-4)
+        ens.speculation = dataclasses.replace(ens.speculation, lineage_tokens=tokens)
         out = ens(input_ids=ids)
         return out.logits[0].double(), out.cache.rows[0].members[0].forwards
 
@@ -640,9 +639,9 @@ def test_lighter_tokenizations_run_their_next_tokens_ahead(stories, monkeypatch)
     prompts = ["The little dog ran to the", "def fibonacci(n):\n"]
 
     def generate(tokens: int):
-        monkeypatch.setattr(exact, "RUN_AHEAD_LINEAGE_TOKENS", tokens)
         ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8,
                                        prune_below=1e-4)
+        ens.speculation = dataclasses.replace(ens.speculation, lineage_tokens=tokens)
         out, calls = [], 0
         for prompt in prompts:  # one row at a time: a batch's rows guess nothing
             o = ens.generate(**ByteTokenizer()(prompt, return_tensors="pt"), max_new_tokens=32,
@@ -718,12 +717,12 @@ def test_run_ahead_leaves_out_prefixes_the_floor_would_drop(stories, monkeypatch
     ``p(e) >= θ·p(t)``: below that, its child weighs less than θ of the text's mass when the
     text reaches it, so the floor drops it and running it is wasted. Fewer tokens, the same
     calls, text and scores."""
-    import chared_hf.decoding.exact as exact
+    from chared_hf.decoding import speculation
 
     stories = _float64(stories)
     out, calls, tokens = _generate_alone(stories, PROMPTS)
-    monkeypatch.setattr(exact.ExactMember, "_prefixes_kept",
-                        lambda self, parent, token: self.member.prefix_ids(token))
+    monkeypatch.setattr(speculation, "prefixes_kept",
+                        lambda m, parent, token: m.member.prefix_ids(token))
     every, every_calls, every_tokens = _generate_alone(stories, PROMPTS)
     assert calls == every_calls
     assert tokens < every_tokens, (tokens, every_tokens)
@@ -736,22 +735,20 @@ def test_exact_generation_reads_its_prompt_ahead_and_guesses_the_next_token(stor
     After it, each call also runs the member's likeliest next token ahead, so the bytes that
     follow it need no call. Generation gives the same text and scores as without, and as
     running ahead from every child while reading the prompt (as on an accelerator)."""
-    import chared_hf.decoding.exact as exact
 
     stories = _float64(stories)
     prompt = "Once upon a time, there was a little girl named Lily. She loved to play"
     enc = ByteTokenizer()(prompt, return_tensors="pt")
 
     def run(ahead: int, new: int, children: bool = False):
-        monkeypatch.setattr(exact, "RUN_AHEAD_CHILDREN", children)
-        monkeypatch.setattr(exact, "RUN_AHEAD_BYTES", ahead)
         ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8,
-                                       prune_below=1e-4)
+                                       prune_below=1e-4, run_ahead_bytes=ahead,
+                                       run_ahead_children=children)
         out = ens.generate(**enc, max_new_tokens=new, return_dict_in_generate=True,
                            output_scores=True)
         return out.sequences, torch.stack(out.scores), out.cache.rows[0].members[0].forwards
 
-    ahead = exact.RUN_AHEAD_BYTES
+    ahead = Speculation().run_ahead_bytes
     prompt_calls = run(ahead, 1)[2]
     seqs, scores, calls = run(ahead, 32)
     wide_seqs, wide_scores, wide_calls = run(ahead, 32, children=True)
@@ -772,10 +769,8 @@ def test_exact_rows_share_their_members_calls(stories, monkeypatch):
     every row gets the distributions and the text it gets alone (to 1e-6 in float64).
     Without running ahead, so that each row needs the same calls as alone: in the batch
     each row takes part in as many calls as it makes alone, and the rows share them."""
-    import chared_hf.decoding.exact as exact
     from chared_hf.members.token_tree import TokenTree
 
-    monkeypatch.setattr(exact, "RUN_AHEAD_BYTES", 0)
     calls: list[set[int]] = []  # the lanes of each member call
     original = TokenTree._call
 
@@ -785,7 +780,8 @@ def test_exact_rows_share_their_members_calls(stories, monkeypatch):
 
     monkeypatch.setattr(TokenTree, "_call", recorded)
     stories = _float64(stories)
-    ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8)
+    ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8,
+                                   run_ahead_bytes=0)
     tok = ByteTokenizer(padding_side="left")
     texts = ["Once upon a time, there was a girl.", "The dog ran to the park.", "Tom"]
     batch = tok(texts, return_tensors="pt", padding=True)

@@ -532,9 +532,10 @@ def test_a_batch_runs_each_member_once_per_step_for_all_rows(duo, duo_paper, tok
 def test_idle_rows_guess_their_next_token_in_other_rows_calls(duo_paper, tok, monkeypatch):
     """Where a member runs a call for some rows, each other row (its lane would be padding)
     runs a guess of the member's next commit too: the greedy steps ahead tell which bytes it
-    commits (``SequenceState.predicted_commits``), else its likeliest token after its
+    commits (``speculation.predicted_commits``), else its likeliest token after its
     pending bytes. A later commit of that token costs no call. Fewer calls than with the
     likeliest tokens only, and than without guesses; the same texts."""
+    from chared_hf.decoding import speculation
     from chared_hf.decoding.paper import SequenceState
 
     prompts = ["Once upon a time", "The little dog", "Tom and his mom", "One day, Lily"]
@@ -545,7 +546,7 @@ def test_idle_rows_guess_their_next_token_in_other_rows_calls(duo_paper, tok, mo
         return out.sequences, sum(out.cache.forward_calls()[0])
 
     seqs, calls = run()
-    monkeypatch.setattr(SequenceState, "predicted_commits", lambda self: {})  # likeliest only
+    monkeypatch.setattr(speculation, "predicted_commits", lambda row: {})  # likeliest only
     likeliest_seqs, likeliest_calls = run()
     monkeypatch.setattr(SequenceState, "idle", lambda self, tree, busy: [])  # no guesses
     plain_seqs, plain_calls = run()
@@ -561,11 +562,13 @@ def test_greedy_steps_ahead_predict_the_next_commits(pair, stories, tok, monkeyp
     commits exactly the predicted bytes (where it commits before the text ends). Some are
     found past commits that earlier guesses ran, and asked again the steps ahead mostly go
     on where they stopped (or from a later point along them) instead of starting over."""
-    from chared_hf.decoding.paper import MemberState, SequenceState, _Ahead
+    from chared_hf.decoding import speculation
+    from chared_hf.decoding.paper import MemberState
+    from chared_hf.decoding.speculation import _Ahead
 
     predicted, committed, alive = [], {}, []  # alive: no node's id is reused
     beyond, asks = [0], [0]  # predictions after a commit an earlier guess ran; asks
-    predict = SequenceState.predicted_commits
+    predict = speculation.predicted_commits
 
     def recording(self, *args, **kwargs):
         asks[0] += 1
@@ -591,7 +594,7 @@ def test_greedy_steps_ahead_predict_the_next_commits(pair, stories, tok, monkeyp
         started[0] += 1
         fresh(self, *args)
 
-    monkeypatch.setattr(SequenceState, "predicted_commits", recording)
+    monkeypatch.setattr(speculation, "predicted_commits", recording)
     monkeypatch.setattr(MemberState, "finish_commit", finishing)
     monkeypatch.setattr(_Ahead, "__init__", starting)
     duo = CharEDModel.from_members([pair, stories], weights=[0.5, 0.5], weighting=weighting,
@@ -632,6 +635,7 @@ def test_the_steps_ahead_move_the_weights(tok, weighting, commit):
     Bayes weights move to 0.902/0.098 on reading x (0.92 against 0.1), so y wins (0.506
     against 0.494). ``predicted_commits`` must move its weights as the row will to see it."""
     from chared_hf.decoding.paper import SequenceState
+    from chared_hf.decoding.speculation import predicted_commits
 
     ptok = piece_tokenizer(["s", "xy", "xz", "q"])  # ids 3..6 after <unk>, <s>, </s>
     probs = [{4: 0.506, 5: 0.414, 6: 0.08}, {4: 0.01, 5: 0.09, 6: 0.9}]  # after "s"
@@ -649,7 +653,7 @@ def test_the_steps_ahead_move_the_weights(tok, weighting, commit):
     assert isinstance(row, SequenceState)
     row.start(b"s", True)
     token = {b"xy": 4, b"xz": 5}[commit]
-    assert row.predicted_commits() == {i: (m.node, token) for i, m in enumerate(row.members)}
+    assert predicted_commits(row) == {i: (m.node, token) for i, m in enumerate(row.members)}
     out = ens.generate(**tok("s", return_tensors="pt"), max_new_tokens=3, do_sample=False)
     assert tok.decode(out[0, 2:4]) == commit.decode()  # what greedy generation reads
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -338,8 +340,6 @@ def test_teacher_forcing_runs_ahead_without_changing_a_number(stories, monkeypat
     """Scoring runs each member ahead along the text (its own tokenization plus the tokens the
     schedule may commit early) in few forward calls; the scores are those of one call per
     commit, and the calls are far fewer."""
-    import chared_hf.decoding.paper as state_module
-
     tok = piece_tokenizer(list("abcdefghijklmnopqrstuvwxyz ,.") + ["the", " a", "ing", "Once"])
     small = tiny_model(len(tok), seed=2, bos=1, eos=2)
     text = ("Once upon a time, there was a little girl named Lily. She loved to play outside "
@@ -348,7 +348,7 @@ def test_teacher_forcing_runs_ahead_without_changing_a_number(stories, monkeypat
     ens = CharEDModel.from_members([stories, (small, tok)], weights=[0.7, 0.3],
                                    marginalization="chared")
     ahead = ens(input_ids=enc)
-    monkeypatch.setattr(state_module, "SPECULATE_BYTES", 0)
+    ens.speculation = dataclasses.replace(ens.speculation, run_ahead_bytes=0)
     plain = ens(input_ids=enc)
     assert torch.allclose(ahead.logits.exp(), plain.logits.exp(), atol=1e-6)  # float32 members
     observed = enc[0, 1:, None]

@@ -33,71 +33,6 @@ import numpy as np
 from ..members.byte_view import ending, gather, likeliest
 
 
-class TextCursor:
-    """Teacher forcing: the text the members will read, and how much of it they have read."""
-
-    def __init__(self, text: bytes = b""):
-        self.text, self.pos = text, 0
-
-    def ahead(self, n: int) -> bytes:
-        return self.text[self.pos:self.pos + n]
-
-
-class Row:
-    """The protocol a row implements (``begin``, ``begin_from_ids``, ``advance``, ``resolve``,
-    ``distribution``, ``trees``, ``members``), with the loop run for one row alone: ``start``
-    and ``step`` (tests, and a row used on its own)."""
-
-    trees: list = []  # token trees whose queued calls run between phases
-    cursor: TextCursor | None = None  # teacher forcing: the text ahead (``read_ahead``)
-    reading = False  # prompt bytes left to read one by one (the exact mode's ``begin``)
-    guesses = False  # ``idle`` may guess members' likeliest tokens after their pending bytes
-    extends = False  # the next call may guess a member's likeliest token past its pending bytes
-
-    def read_ahead(self, text: bytes) -> None:
-        """Teacher forcing: the members will read ``text`` next (after what they were told
-        before), so their forward calls run ahead along it; ``advance`` moves the cursor."""
-        if self.cursor is None:
-            self.cursor = TextCursor()
-            for m in self.members:
-                m.cursor = self.cursor
-        self.cursor.text += text
-
-    def prepare(self) -> None:
-        """Queue the calls the next prompt byte needs (while ``reading``)."""
-
-    def read_prompt_byte(self) -> None:
-        """Read the next prompt byte (while ``reading``)."""
-
-    def commits(self) -> list:
-        """Members whose commit waits for the id it takes (``committing``: the committed
-        bytes first; ``view``; ``finish_commit``), chosen for all rows at once; none by
-        default."""
-        return []
-
-    def idle(self, tree, busy: set[int]) -> list:
-        """The members whose ``tree`` runs a call in which they queued nothing (their lanes
-        are not in ``busy``) and that take a guess: ``(member, node, token)``, the member
-        (``pending``, ``queue_guess``) guessing ``token`` after ``node``, or with ``token``
-        None its likeliest token after its pending bytes (``node`` its current node); none
-        by default."""
-        return []
-
-    def wanted(self, byte: int | None = None) -> list:
-        """The ``(ByteView, pending bytes)`` pairs the next phase reads (with ``byte``: those
-        that reading it needs), so that ``engine`` computes those of all rows at once
-        (``byte_view.gather``); none by default."""
-        return []
-
-    def start(self, prompt: bytes, with_bos: bool) -> np.ndarray:
-        """The members take the prompt; the distribution of the first new byte."""
-        return start([self], [lambda row: row.begin(prompt, with_bos)])[0]
-
-    def step(self, byte: int) -> np.ndarray:
-        """Advance by ``byte``; the distribution (bytes + end of text) of the next byte."""
-        return step([self], [byte])[0]
-
-
 def start(rows: Sequence, begins: Sequence[Callable]) -> list[np.ndarray]:
     """The rows take their prompts (``begins[i](rows[i])``); the first new byte's
     distribution of each."""
@@ -142,7 +77,7 @@ def _gather(rows: Sequence, guesses: bool = False) -> None:
 
 def _guessing(rows: Sequence) -> bool:
     """Whether idle rows may guess in the calls of this step (a row alone has no idle lane)."""
-    return len(rows) > 1 and any(row.guesses for row in rows)
+    return bool(rows) and rows[0].speculation.in_padding(rows)
 
 
 def run_queued(rows: Sequence) -> None:

@@ -37,17 +37,9 @@ own prefix (a tree attention mask) at its own position; the rows of a batch queu
 (``prepare``) and each member runs all rows' children in that one call, each row in its own
 lane (prompts, generation and teacher-forced scoring alike).
 Slots no hypothesis uses any more are dropped now and then.
-On known text (a prompt being read, a scored text) such a call also runs ahead from the
-heaviest hypothesis along the member's own tokenization of the next ``RUN_AHEAD_BYTES``, with
-the shorter and the one-byte tokens inside each of its tokens (``_run_ahead``), and each
-lighter hypothesis' next few tokens along it (``RUN_AHEAD_LINEAGE_TOKENS``); for a member on
-an accelerator, from every child the call runs too (``RUN_AHEAD_CHILDREN``: less than half
-the calls, several times the tokens). The start's own call runs the text's first tokens the
-same way (``_root``). A shorter token that the floor would drop when the text reaches its end
-is not run (``_prefixes_kept``). In generation, a row alone runs ahead the same way along
-the bytes it guesses the ensemble reads next (``lookahead.predict``: the greedy steps run on
-the host from what the members' views know). Every node run is kept as a child of its
-parent, so a later byte whose children were run ahead costs no call.
+A call may also run tokens that later bytes will likely need (``speculation.run_ahead``:
+along known text, and in generation of a row alone along the guessed text); every node run is
+kept as a child of its parent, so a later byte whose children were run ahead costs no call.
 
 A generation prompt (``begin``): with a count bound and ``prompt_tokens`` (the config's
 ``exact_prompt_tokens``, default 4), only the prompt's last tokens of the member's own
@@ -89,27 +81,19 @@ from ..members.byte_view import EPS, ByteView, ending, gather
 from ..members.member import Member, heal_tokens
 from ..members.token_bytes import split_utf8
 from ..members.token_tree import Node, TokenTree
-from . import engine
-from .combine import combine
-from .engine import TextCursor
-from .lookahead import predict
-from .paper import as_weighting
-from .weighting import RowWeights, Weighting
+from .row import Row, TextCursor
+from .speculation import (
+    Speculation,
+    alone,
+    predict,
+    queue,
+    root_queries,
+    run_ahead,
+    upcoming,
+)
+from .weighting import Weighting
 
 UNBOUNDED_LIMIT = 4096  # children one byte may need before the unbounded mode gives up
-RUN_AHEAD_BYTES = 32  # how far along known text (a prompt, a scored text) a call runs ahead;
-# 0 turns running ahead off (known text and generation's guess alike)
-# On known text, also run ahead from every child a call runs (far fewer calls, several times
-# the tokens): None turns it on for members on an accelerator, where a call's cost barely
-# depends on its tokens, and off on a CPU, where each token costs a share of a call.
-RUN_AHEAD_CHILDREN: bool | None = None
-# Each lighter hypothesis runs ahead too: its next tokens (at most this many not run yet) in
-# the member's own tokenization of its pending bytes and the text ahead (known text; for a row
-# generating alone, the text its guessed token spells). A tokenization that split one word
-# differently follows the same tokens afterwards with a steady share of the mass, so the
-# floor never drops it, and without this it costs a call at each of its token ends
-# (``benchmarks/README.md``); 0 turns it off.
-RUN_AHEAD_LINEAGE_TOKENS = 2
 
 
 @dataclass
@@ -129,8 +113,10 @@ class ExactMember:
     """One member on one sequence, as a byte-level LM over all its tokenizations."""
 
     def __init__(self, member: Member, max_hypotheses: int | None, prune_below: float = 0.0,
-                 tree: TokenTree | None = None, prompt_tokens: int | None = None):
+                 tree: TokenTree | None = None, prompt_tokens: int | None = None,
+                 speculation: Speculation | None = None):
         self.member = member
+        self.speculation = speculation or Speculation()  # what its calls may run ahead
         self.k = max_hypotheses
         # With a bound: the prompt's last tokens read over every tokenization (``begin``).
         self.prompt_tokens = prompt_tokens if max_hypotheses is not None else None
@@ -140,20 +126,18 @@ class ExactMember:
         self.children: list[Hypothesis] | None = None  # expanded children of `hyps`
         self.lineages = 0  # lineages built (``widen``): bytes pruning would have made impossible
         self.best: Hypothesis | None = None  # the heaviest hypothesis (where runs ahead start)
-        # Generation of a row alone: the row's guess of the bytes ahead (``lookahead``; the
+        # Generation of a row alone: the row's guess of the bytes ahead (``speculation``; the
         # row sets it, none by default).
         self.predict: Callable[[], bytes] = bytes
         # The member's token tree (shared with the other rows of a batch), this row's lane.
         self.tree = tree if tree is not None else TokenTree(member.model, member.table)
         self.lane = self.tree.new_lane()
         self.tree.register(lambda: [h.node for h in self.hyps])
-        # Where running ahead from every child pays (``RUN_AHEAD_CHILDREN`` None): not on a CPU.
-        self._accelerated = next(member.model.parameters()).device.type != "cpu"
         self._prompt_probs = np.ones(0)
-        # Known text ahead (``_upcoming``): the bytes ``begin`` is reading, then the scored
-        # text (teacher forcing: a cursor shared with the row).
+        # Known text ahead (``speculation.upcoming``): the bytes ``begin`` is reading, then the
+        # scored text (teacher forcing: a cursor shared with the row).
         self.cursor: TextCursor | None = None
-        self._script, self._script_pos = b"", 0  # the prompt, and the next byte to read
+        self.script, self.script_pos = b"", 0  # the prompt, and the next byte to read
         self._scored: int | None = None  # where the scored prompt starts (after the lead)
         # A scored head whose probabilities are due: its node and its ids (``prompt_probs``).
         self._scored_head: tuple[Node, list[int]] | None = None
@@ -184,17 +168,17 @@ class ExactMember:
             raise ValueError(f"input_ids: member {self.member.name!r} has no BOS or end-of-text "
                              "token to start a text from, which the exact mode needs")
         self._prompt_probs = np.ones(len(prompt))
-        self._script = (tb.lead if with_bos else b"") + prompt
-        self._scored = len(self._script) - len(prompt) if score else None
-        head = self._head(self._script, with_bos) if self.prompt_tokens else []
-        self._script_pos = len(tb.spell(head)) if head else 0
+        self.script = (tb.lead if with_bos else b"") + prompt
+        self._scored = len(self.script) - len(prompt) if score else None
+        head = self._head(self.script, with_bos) if self.prompt_tokens else []
+        self.script_pos = len(tb.spell(head)) if head else 0
         if head:  # one call, like the paper mode's prompt; the tail is read byte by byte
             root = self.tree.request(None, list(tb.start_ids) + head, score=score,
                                      lane=self.lane)
             self._set_root(root)
             self._scored_head = (root, head) if score else None
         else:
-            self._root(list(tb.start_ids), self._upcoming())
+            self._root(list(tb.start_ids), upcoming(self))
         self._finish_prompt()
 
     def _head(self, script: bytes, with_bos: bool) -> list[int]:
@@ -213,22 +197,22 @@ class ExactMember:
     @property
     def reading(self) -> bool:
         """Whether prompt bytes are left to read (``read_prompt_byte``)."""
-        return self._script_pos < len(self._script)
+        return self.script_pos < len(self.script)
 
     def read_prompt_byte(self) -> None:
         """Read the next prompt byte (its children's call queued by ``prepare`` and run by
         the batch, or run here)."""
-        i = self._script_pos
-        prob = self.advance(self._script[i])
+        i = self.script_pos
+        prob = self.advance(self.script[i])
         if self._scored is not None and i >= self._scored:
             self._prompt_probs[i - self._scored] = prob
-        self._script_pos += 1
+        self.script_pos += 1
         self._finish_prompt()
 
     def _finish_prompt(self) -> None:
         """After the prompt's last byte: what the text is conditioned on (the bounds' base)."""
         if not self.reading:
-            self._script, self._script_pos = b"", 0
+            self.script, self.script_pos = b"", 0
             self._base = (self.kept, self.dropped)
 
     def prompt_probs(self, n_bytes: int) -> np.ndarray:
@@ -267,14 +251,9 @@ class ExactMember:
         """One hypothesis after ``ids``, whose call is queued (``engine.start`` runs every
         row's in one call per member). With ``ahead``, the known text that follows (prompt or
         scored text), that call also runs the member's own tokenization of its start
-        (``_chain``), so that reading it needs no call of its own."""
-        if ahead and RUN_AHEAD_BYTES > 0:
-            queries: list[tuple[Node | int | None, int]] = [
-                (None if i == 0 else i - 1, t) for i, t in enumerate(ids)]
-            self._chain(len(ids) - 1, len(ids), self._own_tokens(ahead), queries, {})
-            root = self._request(queries, views=len(ids))[len(ids) - 1]
-        else:
-            root = self.tree.request(None, ids, lane=self.lane)
+        (``speculation.root_queries``), so that reading it needs no call of its own."""
+        queries = root_queries(self, ids, ahead)
+        root = self._request(queries, views=len(ids))[len(ids) - 1]
         self._set_root(root)
 
     def _set_root(self, root: Node) -> None:
@@ -318,14 +297,14 @@ class ExactMember:
 
     def _run(self, candidates: list[tuple[float, int, Hypothesis]]) -> None:
         """Run, in one call, the candidate children that no earlier call ran (on known text,
-        together with a run ahead of the heaviest hypothesis, ``_run_ahead``). Every node run
+        together with what ``speculation.run_ahead`` adds). Every node run
         becomes a child of its parent (``Node.children``), where later bytes find it."""
         queries: list[tuple[Node | int, int]] = [
             (h.node, t) for _, t, h in candidates if t not in h.node.children]
         if not queries:
             return
         n_new = len(queries)
-        self._run_ahead(queries)
+        run_ahead(self, queries)
         # Run with the other rows' (``prepare``); the nodes run ahead get their views when
         # a later byte needs them (most are never needed).
         self._request(queries, views=n_new)
@@ -339,123 +318,6 @@ class ExactMember:
                 (parent if isinstance(parent, Node) else nodes[parent]).children.setdefault(
                     t, node)
         return nodes
-
-    def _own_tokens(self, text: bytes) -> list[int]:
-        """The member's own tokenization of ``text``'s whole characters."""
-        text = split_utf8(text)[0].encode("utf-8")
-        return self.member.token_bytes.encode(text) if text else []
-
-    @property
-    def guesses_alone(self) -> bool:
-        """Whether, with no known text ahead, a call runs the member's likeliest token past the
-        heaviest hypothesis' pending bytes: for a row alone in its tree (a batch's rows share
-        their calls already, so a guess would only add tokens)."""
-        return self.tree.lanes == 1
-
-    def _upcoming(self) -> bytes:
-        """The known bytes after the text read so far (at most ``RUN_AHEAD_BYTES``)."""
-        text = self._script[self._script_pos:]
-        if self.cursor is not None and len(text) < RUN_AHEAD_BYTES:
-            text += self.cursor.ahead(RUN_AHEAD_BYTES - len(text))
-        return text[:RUN_AHEAD_BYTES]
-
-    def _run_ahead(self, queries: list[tuple[Node | int, int]]) -> None:
-        """Append to ``queries`` the children that later bytes will likely need, along a guess
-        of the tokens ahead: on known text, the member's own tokenization of the pending bytes
-        and the text ahead, from the heaviest hypothesis (its next
-        ``RUN_AHEAD_LINEAGE_TOKENS`` from each lighter one) and (``RUN_AHEAD_CHILDREN``) from
-        each child this call runs; in generation of one row, the same along the bytes the
-        row guesses the ensemble reads next (``lookahead.predict``), or where it guesses
-        none, the member's likeliest token that continues the heaviest hypothesis' pending
-        bytes and the lighter hypotheses' next tokens along the text it spells (not in a
-        batch: its rows share their calls already, so a guess would only add tokens,
-        ``benchmarks/README.md``). Inside
-        each guessed token, every shorter token a hypothesis can end at. Nothing where the
-        guess was run ahead already. Later bytes whose children are among them cost no call;
-        the numbers are the same."""
-        if RUN_AHEAD_BYTES <= 0:
-            return
-        best, member, needed = self.best, self.member, len(queries)
-        seen = {(_key(parent), t): q for q, (parent, t) in enumerate(queries)}
-        ahead = upcoming = self._upcoming()
-        text = split_utf8(best.pending + ahead)[0].encode("utf-8")  # whole characters
-        if len(text) <= len(best.pending) and self.guesses_alone:
-            # nothing known ahead: the ensemble's greedy steps ahead, run on the host
-            ahead = self.predict()
-            text = split_utf8(best.pending + ahead)[0].encode("utf-8")
-        if len(text) > len(best.pending):
-            guess = member.token_bytes.encode(text)
-        elif self.guesses_alone:  # nothing guessed either: the likeliest continuation
-            likeliest = best.view.likeliest_extension(best.pending)
-            guess = [likeliest] if likeliest is not None else []
-            ahead = (member.token_bytes.pieces[likeliest] or b"")[len(best.pending):] if (
-                likeliest is not None) else b""  # the text that guess spells
-        else:  # a batch's rows share their calls already; a guess would only add tokens
-            return
-        self._chain(best.node, len(best.node), guess, queries, seen)
-        if ahead and RUN_AHEAD_LINEAGE_TOKENS > 0:
-            for h in self.hyps:  # the lighter tokenizations: their next tokens along it
-                if h is not best:
-                    self._next_tokens(h.node, h.pending + ahead, queries, seen)
-        wide = self._accelerated if RUN_AHEAD_CHILDREN is None else RUN_AHEAD_CHILDREN
-        if wide and upcoming:
-            guess = self._own_tokens(upcoming)
-            for q in range(needed):  # each child this byte needs: the text ahead from it
-                self._chain(q, len(queries[q][0]) + 1, guess, queries, seen)
-
-    def _next_tokens(self, node: Node, text: bytes, queries: list[tuple[Node | int, int]],
-                     seen: dict) -> None:
-        """Queue, after ``node``, the member's own tokenization of ``text`` (whole
-        characters), following the nodes run before and adding at most
-        ``RUN_AHEAD_LINEAGE_TOKENS`` new ones, each with the shorter tokens inside it that
-        the floor keeps (``_prefixes_kept``): each call extends a lighter hypothesis' run
-        ahead by a few tokens, which keeps it ahead of the text at little cost. Without the
-        shorter tokens, a lighter hypothesis almost as heavy as the heaviest cost a call at
-        each byte of a word its children end in (``benchmarks/README.md``)."""
-        parent: Node | int = node
-        added = 0
-        for t in self._own_tokens(text):
-            if not (isinstance(parent, Node) and t in parent.children):  # not run before
-                if added == RUN_AHEAD_LINEAGE_TOKENS:
-                    return
-                added += 1
-                for early in self._prefixes_kept(parent, t):  # hypotheses that end inside it
-                    _queue(parent, early, queries, seen)
-            parent = _queue(parent, t, queries, seen)
-
-    def _chain(self, parent: Node | int, length: int, guess: list[int],
-               queries: list[tuple[Node | int, int]], seen: dict) -> None:
-        """Queue ``guess`` after ``parent`` (a node or an earlier query, ``length`` tokens
-        long), with the shorter tokens inside each guessed token; nodes run before are
-        followed instead of queued."""
-        member = self.member
-        if not guess or isinstance(parent, Node) and guess[0] in parent.children:
-            return  # run ahead already
-        pieces = member.token_bytes.pieces
-        depth = sum(len(pieces[t] or b"") for t in guess)
-        if member.window is not None and length + 2 + depth > member.window:
-            return  # the run would pass the member's window
-        for t in guess:
-            for early in self._prefixes_kept(parent, t):  # hypotheses that end inside `t`
-                _queue(parent, early, queries, seen)
-            parent = _queue(parent, t, queries, seen)
-
-    def _prefixes_kept(self, parent: Node | int, token: int) -> list[int]:
-        """The shorter tokens inside ``token`` worth running after ``parent``. Where the
-        floor prunes and ``parent``'s probabilities are host memory, a prefix ``e`` less
-        likely than the floor times ``token`` is left out: when the text reaches ``e``'s end,
-        its child weighs at most ``p(e) / p(token)`` of the hypothesis at ``parent`` (whose
-        pending bytes ``e`` can go on as ``token``), so the floor drops it and running it
-        would be wasted (a quarter to a half of the prefixes, in generation)."""
-        early = self.member.prefix_ids(token)
-        if self.floor == -math.inf or not (isinstance(parent, Node) and parent.ran):
-            return early
-        view = parent.view
-        if view.bank.host_probs is None:  # on a device: reading them would wait for it
-            return early
-        probs = view.bank.host_probs[view.row]
-        bar = float(probs[token]) * math.exp(self.floor)
-        return [e for e in early if probs[e] >= bar]
 
     def _fit_window(self) -> None:
         """Context policy: when a hypothesis and its child would exceed the member's window,
@@ -508,7 +370,7 @@ class ExactMember:
         seen: dict = {}
         parent: Node | int = best.node
         for t in ids:  # follow what ran before, queue the rest
-            parent = _queue(parent, t, queries, seen)
+            parent = queue(parent, t, queries, seen)
         if queries:
             self._request(queries, views=len(queries))
             self.tree.flush()
@@ -525,8 +387,8 @@ class ExactMember:
 
     def _next_known(self) -> int | None:
         """The next byte of known text (the prompt being read, a scored text), if any."""
-        if self._script_pos < len(self._script):
-            return self._script[self._script_pos]
+        if self.script_pos < len(self.script):
+            return self.script[self.script_pos]
         ahead = self.cursor.ahead(1) if self.cursor is not None else b""
         return ahead[0] if ahead else None
 
@@ -628,55 +490,30 @@ class ExactMember:
         self.kept, self._lost = -math.inf, True
 
 
-def _queue(parent: Node | int, token: int, queries: list[tuple[Node | int, int]],
-           seen: dict) -> Node | int:
-    """The child ``token`` of ``parent``: the node where it was run before, else its query in
-    ``queries`` (queued once; ``seen`` maps ``(_key(parent), token)`` to its index)."""
-    if isinstance(parent, Node) and token in parent.children:
-        return parent.children[token]  # run before: go on from it
-    key = (_key(parent), token)
-    if key not in seen:
-        seen[key] = len(queries)
-        queries.append((parent, token))
-    return seen[key]
-
-
-def _key(parent: Node | int) -> tuple:
-    """A query's parent as a dictionary key (a node by identity, an earlier query by index)."""
-    return ("query", parent) if isinstance(parent, int) else ("node", id(parent))
-
-
-class ExactSequenceState(engine.Row):
+class ExactSequenceState(Row):
     """The ensemble of exact members for one sequence: members advance independently (each
     at its own token ends) and their byte distributions are combined; there is no ε to
     resolve, so ``resolve`` queues the children's calls, which the rows of a batch run
     together (one lane each in the members' shared ``trees``). The same row protocol
-    (``engine.Row``) as the paper mode's ``state.SequenceState``, without sharing its code.
+    (``row.Row``) as the paper mode's ``paper.SequenceState``.
     The rows read their prompts side by side too (``reading``, ``prepare``,
     ``read_prompt_byte``), running ahead along them."""
 
     def __init__(self, members: list[Member], weighting: Weighting | list[float], rule: str,
                  max_hypotheses: int | None, prune_below: float = 0.0,
-                 trees: list[TokenTree] | None = None, prompt_tokens: int | None = None):
+                 trees: list[TokenTree] | None = None, prompt_tokens: int | None = None,
+                 speculation: Speculation | None = None):
+        super().__init__(weighting, rule, speculation)
         trees = trees if trees is not None else [None] * len(members)
-        self.members = [ExactMember(m, max_hypotheses, prune_below, tree, prompt_tokens)
+        self.members = [ExactMember(m, max_hypotheses, prune_below, tree, prompt_tokens,
+                                    self.speculation)
                         for m, tree in zip(members, trees, strict=True)]
-        self.trees = [m.tree for m in self.members]
-        self.row_weights = RowWeights(as_weighting(weighting))
-        self.rule = rule
-        self.finished = False
-        self._prompt_bytes: int | None = None
-        self._guess: bytes | None = None  # the bytes ahead ``lookahead`` guessed at this step
+        self._guess: bytes | None = None  # the bytes ahead guessed at this step (``predict``)
         for m in self.members:
             m.predict = self._predicted
         # The order in which a row alone runs its members' calls (``resolve``): fewest
         # parameters first.
         self._cheapest_first = sorted(self.members, key=lambda m: _size(m.member.model))
-
-    @property
-    def weights(self) -> np.ndarray:
-        """The members' weights now (normalised)."""
-        return self.row_weights.weights
 
     def begin(self, prompt: bytes, with_bos: bool) -> None:
         for m in self.members:
@@ -695,8 +532,8 @@ class ExactSequenceState(engine.Row):
     @property
     def extends(self) -> bool:
         """Generation of a row alone: a call runs each member's likeliest token past its
-        heaviest hypothesis' pending bytes ahead (``ExactMember._run_ahead``)."""
-        return self.cursor is None and all(m.guesses_alone for m in self.members)
+        heaviest hypothesis' pending bytes ahead (``speculation.run_ahead``)."""
+        return self.cursor is None and all(alone(m.tree) for m in self.members)
 
     def prepare(self) -> None:
         """Queue the children the members' next prompt bytes need."""
@@ -722,20 +559,18 @@ class ExactSequenceState(engine.Row):
 
     def _predicted(self) -> bytes:
         """Generation of a row alone: the bytes the ensemble's greedy steps would read next,
-        as far as the members' known distributions tell (``lookahead.predict``; once per
+        as far as the members' known distributions tell (``speculation.predict``; once per
         step, for the members' calls to run ahead along)."""
         if self._guess is None:
-            self._guess = predict(self.members, self.weights, self.rule)
+            self._guess = predict(self.members, self.weights, self.rule,
+                                  self.speculation.guess_bytes)
         return self._guess
 
     def resolve(self) -> None:
         """No token-end decision: a prompt just read moves the weights, and every member
         queues the children the next byte needs (a row alone runs each member's call at once,
         the cheapest member first, so that the next one's run ahead reads its views)."""
-        if self._prompt_bytes is not None:
-            self.row_weights.read_prompt([m.prompt_probs(self._prompt_bytes)
-                                          for m in self.members])
-            self._prompt_bytes = None
+        self._read_prompt()
         for m in self._cheapest_first:
             m.prepare()
             if self.extends and m.tree.queued_lanes():
@@ -750,15 +585,11 @@ class ExactSequenceState(engine.Row):
         return [pair for m in self.members for pair in m.wanted(byte)]
 
     def distribution(self) -> np.ndarray:
-        dists = [m.distribution() for m in self.members]
-        joint = combine(self.rule, dists, self.weights)
-        if joint is None and any([m.widen() for m in self.members]):
-            # the product rule found no outcome every member can spell: with their lineages,
-            # every member gives every byte it can represent some mass
-            dists = [m.distribution() for m in self.members]
-            joint = combine(self.rule, dists, self.weights)
-        if joint is None:
-            raise RuntimeError("no member gives any probability to the text so far")
+        """The members' distributions combined; where the product rule finds no outcome
+        every member can spell, each member adds its lineage (``ExactMember.widen``: every
+        byte it can represent gets some mass) and they are combined again."""
+        _, joint = self._combined(lambda: [m.distribution() for m in self.members],
+                                  lambda: any([m.widen() for m in self.members]))
         return joint / joint.sum()
 
     def recommit(self) -> np.ndarray | None:

@@ -1,24 +1,18 @@
-"""The per-sequence decoding state of the ensemble, carried through ``generate`` as its cache.
+"""The paper's decoding (CharED): one row of text over every member, with the null outcome ε.
 
 What it does:
-  * ``Member``: one member model with its tokenizer's byte tables (static).
-  * ``MemberState``: one member on one sequence: the node of its committed tokens in its
+  * ``MemberState``: one member on one row: the node of its committed tokens in its
     ``TokenTree`` (the KV cache, shared with branches), the ``ByteView`` after them and its
     pending (not yet committed) bytes. A commit appends the token that ended (among ids sharing
     the bytes: argmax, or drawn by probability when sampling), or the member's tokenization of
-    the pending bytes when no single token ended, in one forward call. When scoring a known text
-    (``read_ahead``), that call also runs the member's own tokenization of the next
-    ``SPECULATE_BYTES`` and every token the schedule could commit early inside it; later commits
-    along them cost no call, and a commit off them starts a new one. The numbers are the same.
-  * ``SequenceState``: the paper's decoding for one sequence, as the phases ``engine`` runs:
-    every member advances by the chosen byte, the members' outcome distributions are combined
-    with the row's weights (``weighting.RowWeights``), and the null outcome ε ("the token ends
+    the pending bytes when no single token ended, in one forward call (which may also run
+    tokens ahead: ``speculation``).
+  * ``SequenceState``: the row (``row.Row``): every member advances by the chosen byte, the
+    members' outcome distributions are combined with the row's weights, and ε ("the token ends
     here") is resolved before the next byte's distribution is returned. Commits are joint,
     except that a member none of whose tokens continues its pending bytes with the chosen byte
     commits them alone first (so it keeps following instead of dropping out).
   * ``Draws``: the sampler's random choices (torch's global generator unless given one).
-  * ``EnsembleCache``: the object ``generate`` passes around as its cache: one ``SequenceState``
-    (or ``exact.ExactSequenceState``) per row, ``get_seq_length`` for Transformers' slicing.
 
 How ε is resolved (``decide``):
   * ``"greedy"``: commit when ε is the argmax of the combined distribution (ties go to ε);
@@ -37,14 +31,14 @@ import math
 import numpy as np
 import torch
 
-from ..members.byte_view import EOT, EPS, ByteView, ending, gather
+from ..members.byte_view import EPS, ByteView, gather
 from ..members.member import Member, heal_tokens
 from ..members.token_bytes import split_utf8
 from ..members.token_tree import Node, TokenTree
 from . import engine
-from .combine import combine
-from .engine import TextCursor
-from .weighting import RowWeights, Weighting
+from .row import Row, TextCursor
+from .speculation import Speculation, idle, on_host, speculate
+from .weighting import Weighting
 
 DECIDE_RULES = ("greedy", "sample", "marginal")
 
@@ -65,17 +59,14 @@ class Draws:
         return int(torch.multinomial(probs.float(), 1, generator=self.generator))
 
 
-SPECULATE_BYTES = 128  # how far ahead a member's forward call runs the text when scoring
-PREDICT_BYTES = 16  # how far greedy steps run ahead of a row to find its next commits
-# (at batch 8: as few calls as with 32 and fewer steps computed; 8 made 7 more calls)
-
-
 class MemberState:
     """One member on one sequence: the node of its committed tokens in its ``TokenTree``, and
     its pending bytes."""
 
-    def __init__(self, member: Member, tree: TokenTree | None = None):
+    def __init__(self, member: Member, tree: TokenTree | None = None,
+                 speculation: Speculation | None = None):
         self.member = member
+        self.speculation = speculation or Speculation()
         self.tree = tree if tree is not None else TokenTree(member.model, member.table)
         self.lane = self.tree.new_lane()  # this sequence's batch row of the member's cache
         self.tree.register(lambda: (self.node, self.saved))
@@ -182,36 +173,10 @@ class MemberState:
         if i < len(ids):
             # Scoring runs ahead along the text now; generation queues the call, so that the
             # rows of a batch run theirs together (``engine.run_queued``, between phases).
-            node = (self._speculate(node, ids[i:]) if self.cursor is not None
+            node = (speculate(self, node, ids[i:]) if self.cursor is not None
                     else self.tree.request(node, ids[i:], score=score and i == 0,
                                            lane=self.lane))
         self.node = node
-
-    def _speculate(self, node: Node | None, ids: list[int]) -> Node:
-        """Teacher forcing: run ``ids`` together with the member's own tokenization of the
-        text ahead and, inside each of its tokens, the tokens the schedule may commit early
-        (those equal to a prefix of it), in one forward call. They become children, so later
-        commits along them need no forward call. Returns the node after ``ids``."""
-        tb = self.member.token_bytes
-        ahead, _ = split_utf8(self.pending + self.cursor.ahead(SPECULATE_BYTES))
-        text = ahead.encode("utf-8")
-        if self.lead_pending:  # the text starts with the member's dummy prefix
-            guess = tb.encode(text[len(tb.lead):], at_start=True)
-        else:
-            guess = tb.encode(text, at_start=False) if text else []
-        queries: list[tuple[Node | int | None, int]] = []
-        for j, t in enumerate(ids + guess):
-            parent = node if j == 0 else j - 1
-            queries.append((parent, t))  # the chain: ids, then the guess
-        for j, t in enumerate(guess, start=len(ids)):
-            for early in self.member.prefix_ids(t):  # siblings: commits inside the guessed token
-                queries.append((j - 1, early))
-        nodes = self.tree.run(queries, lane=self.lane)
-        if node is not None:
-            node.children[ids[0]] = nodes[0]
-        for q, (parent, t) in enumerate(queries[1:], start=1):
-            nodes[parent].children.setdefault(t, nodes[q])
-        return nodes[len(ids) - 1]
 
     def queue_guess(self, node: Node, token: int | None) -> None:
         """Queue ``token`` as a child of ``node`` (the current node, or a guess run before),
@@ -220,7 +185,7 @@ class MemberState:
         call (batched), so that its likeliest id, which a guess after it reads, comes to the
         host with the next copy (``ViewBank.read_top_later``); on a CPU when first read."""
         if token is not None and token not in node.children:
-            views = int(node.view.bank.host is None)
+            views = int(not on_host([node]))
             node.children[token] = self.tree.request_many([(node, token)], lane=self.lane,
                                                           views=views)[0]
 
@@ -237,7 +202,7 @@ class MemberState:
         followed by ``byte`` (from the masses the last distribution computed; where those say
         no, the prefix's own range is summed again, as a tiny mass may round away in a
         difference of sums)."""
-        return _follows(self.view, self.pending if pending is None else pending, byte)
+        return self.view.follows(self.pending if pending is None else pending, byte)
 
     def commit(self, draws: Draws | None = None) -> None:
         """Commit the pending bytes (the member reads on from a token boundary at once): the
@@ -278,7 +243,7 @@ class MemberState:
         self.saved = None
 
 
-class SequenceState(engine.Row):
+class SequenceState(Row):
     """The paper's decoding (CharED) for one sequence over all members.
 
     It implements the row protocol that ``engine`` drives (``engine.Row``), in phases between
@@ -289,31 +254,20 @@ class SequenceState(engine.Row):
 
     def __init__(self, members: list[Member], weighting: Weighting | list[float], rule: str,
                  decide: str, trees: list[TokenTree] | None = None,
-                 draws: Draws | None = None, heal_prompt: bool = False):
+                 draws: Draws | None = None, heal_prompt: bool = False,
+                 speculation: Speculation | None = None):
+        super().__init__(weighting, rule, speculation)
         trees = trees or [None] * len(members)  # shared trees: a batch's rows, one per member
-        self.members = [MemberState(m, t) for m, t in zip(members, trees, strict=True)]
-        self.row_weights = RowWeights(as_weighting(weighting))
-        self.rule = rule
+        self.members = [MemberState(m, t, self.speculation)
+                        for m, t in zip(members, trees, strict=True)]
         self.decide = decide
         self.draws = draws or Draws()  # the sampler's random choices
         self.heal_prompt = heal_prompt  # generation: the prompt's last tokens stay pending
-        self.finished = False
         self.joint: np.ndarray | None = None  # the last combined outcome distribution (ε too)
         self._entered: list[np.ndarray | None] = []  # the members' distributions behind it
         self._next: np.ndarray | None = None  # the next byte's distribution, once resolved
-        self._prompt_bytes: int | None = None  # a prompt the weights have not read yet
         self._branch = None  # (snapshots, continue-masses, commit-masses) while undecided
-        self._ahead: _Ahead | None = None  # the greedy steps ahead (``predicted_commits``)
-
-    @property
-    def weights(self) -> np.ndarray:
-        """The members' weights now (normalised)."""
-        return self.row_weights.weights
-
-    @property
-    def trees(self) -> list[TokenTree]:
-        """The token trees whose queued calls ``engine`` runs between phases."""
-        return [m.tree for m in self.members]
+        self.ahead = None  # the greedy steps ahead (``speculation.predicted_commits``)
 
     def commits(self) -> list[MemberState]:
         """The members whose commit waits for its id (``MemberState.finish_commit``)."""
@@ -324,95 +278,10 @@ class SequenceState(engine.Row):
         """Whether ``idle`` may guess (generation; teacher forcing runs ahead instead)."""
         return self.cursor is None
 
-    def idle(self, tree: TokenTree, busy: set[int]) -> list[tuple[MemberState, Node, int | None]]:
-        """Generation: the members in ``tree`` with nothing queued (lane not in ``busy``)
-        guess a token to run in the call's padding (``MemberState.queue_guess``):
-        ``(member, node, token)``, the next commit no call has run yet where the greedy steps
-        ahead show it (``predicted_commits``: it may follow commits run by earlier guesses),
-        else ``(member, member.node, None)`` (its likeliest token after the pending bytes).
-        Teacher forcing runs ahead along the text instead."""
-        if self.cursor is not None:
-            return []
-        members = [i for i, m in enumerate(self.members) if m.tree is tree and
-                   m.lane not in busy and m.node is not None and m.node.ran]
-        if not members:
-            return []
-        known = self.predicted_commits()
-        return [(self.members[i], *known[i]) if i in known else
-                (self.members[i], self.members[i].node, None) for i in members]
-
-    def predicted_commits(self, limit: int = PREDICT_BYTES) -> dict[int, tuple[Node, int]]:
-        """Greedy decoding: each member's next commit that no call has run yet (by member
-        index): the node it follows and the token (the likeliest id spelling its bytes).
-        Found by running the greedy steps ahead on the host from the members' views, the
-        weights moving as they will, through commits whose token an earlier call ran already
-        (a guess), until a member commits a token not run yet: its view after it is unknown.
-        Asked again while the row reads along those steps, the steps ahead go on from where
-        they stopped (``_Ahead``). Exact under greedy decoding without logits processors;
-        otherwise a guess. Empty where it cannot tell (sampling, a member whose call has not
-        run or that runs on a device, end of text, ``limit`` bytes without such a commit)."""
-        nodes = [m.node for m in self.members]
-        if self.decide != "greedy" or any(n is None or not n.ran for n in nodes):
-            return {}  # a member's call has not run: its next view is not known yet
-        if any(n.view.bank.host is None for n in nodes):
-            return {}  # on a device each step ahead would cost a copy to the host
-        pending = [m.pending for m in self.members]
-        ahead = self._ahead
-        if ahead is None or not ahead.follows(nodes, pending):
-            ahead = self._ahead = _Ahead(nodes, pending, self.row_weights.fork())
-        elif ahead.ended or ahead.found and all(
-                token not in node.children for node, token in ahead.found.values()):
-            return ahead.found  # nothing new since it stopped
-        return self._steps_ahead(ahead, limit)
-
-    def _steps_ahead(self, ahead: _Ahead, limit: int) -> dict[int, tuple[Node, int]]:
-        """Run the greedy steps ahead from where ``ahead`` stopped (see ``predicted_commits``)."""
-        ahead.found = {}
-        while len(ahead.path) - ahead.row_at < limit:
-            if ahead.todo is None:
-                # One greedy step as ``resolve`` and ``generate`` take it: combine, then
-                # commit when ε is the argmax, else read the likeliest byte; members that
-                # cannot read it after their pending bytes commit alone first.
-                views = [n.view for n in ahead.at]
-                gather(list(zip(views, ahead.pending, strict=True)))  # every member's at once
-                dists = [v.distribution(p) for v, p in zip(views, ahead.pending, strict=True)]
-                joint = combine(self.rule, dists, ahead.weights.weights)
-                if joint is None:
-                    return ahead.end()
-                byte = int(np.argmax(joint[:EPS]))
-                if joint[EPS] > 0 and joint[EPS] >= joint[byte]:  # the joint commit
-                    ahead.byte, ahead.todo = None, [i for i, p in enumerate(ahead.pending) if p]
-                elif byte == EOT:
-                    return ahead.end()
-                else:
-                    ahead.byte, ahead.todo = byte, [
-                        i for i, (n, p) in enumerate(zip(ahead.at, ahead.pending, strict=True))
-                        if p and not _follows(n.view, p, byte)]
-                ahead.dists, ahead.committed = dists, bool(ahead.todo)
-            # The step's commits: through a token run before (a guess) to its node; one not
-            # run yet is the prediction.
-            for i in list(ahead.todo):
-                ids, probs = ending([(ahead.at[i].view, ahead.pending[i])])[0]
-                if not len(ids) or float(probs.sum()) <= 0:  # the member's tokenization:
-                    ahead.ended = True  # several tokens, the steps after them unknown
-                    return ahead.found
-                token = int(ids[int(probs.argmax())])
-                child = ahead.at[i].children.get(token)
-                if child is None:
-                    ahead.found[i] = (ahead.at[i], token)
-                elif not child.ran:
-                    return {}  # queued already: asked again once it has run, it goes on
-                else:
-                    ahead.at[i], ahead.pending[i] = child, b""
-                    ahead.todo.remove(i)
-            if ahead.found:
-                return ahead.found
-            if ahead.committed:
-                ahead.passed()
-            ahead.todo = None
-            if ahead.byte is not None:  # read the byte (the weights too)
-                ahead.read(ahead.byte)
-        return ahead.end()
+    def idle(self, tree: TokenTree, busy: set[int]) -> list:
+        """Generation: guesses for the call's padding (``speculation.idle``); teacher
+        forcing runs ahead along the text instead."""
+        return [] if self.cursor is not None else idle(self, tree, busy)
 
     def wanted(self, byte: int | None = None) -> list[tuple[ByteView, bytes]]:
         """The members' views and pending bytes, whose masses the next phase reads; with
@@ -453,11 +322,8 @@ class SequenceState(engine.Row):
         """The paper's ε: combine the members and decide whether the current tokens end here
         (greedy: ε is the argmax; sampling: drawn with probability J(ε)); a joint commit is
         queued. Teacher forcing keeps both branches and sums them (``_branch``)."""
-        if self._prompt_bytes is not None:  # the prompt's calls have run: the weights read it
-            self.row_weights.read_prompt([m.prompt_probs(self._prompt_bytes)
-                                          for m in self.members])
-            self._prompt_bytes = None
-        joint = self._combined()
+        self._read_prompt()  # the prompt's calls have run: the weights read it
+        joint = self._mixed()
         eps = float(joint[EPS])
         if eps > 0 and (self.decide == "greedy" and eps >= joint[:EPS].max() or
                         self.decide == "sample" and self.draws.uniform() < eps):
@@ -466,11 +332,11 @@ class SequenceState(engine.Row):
             self._next = None
         elif eps > 0 and self.decide == "marginal":
             snaps = [m.snapshot() for m in self.members]
-            keep, before = joint[:EPS].copy(), _byte_probs(self._entered)
+            keep, before = joint[:EPS].copy(), byte_probs(self._entered)
             after = eps * self._commit_all()[:EPS]
             self._branch = (snaps, keep, after)
             if self.row_weights.moves:  # each member's probability over both branches
-                self.row_weights.byte_probs = (1 - eps) * before + eps * _byte_probs(
+                self.row_weights.byte_probs = (1 - eps) * before + eps * byte_probs(
                     self._entered)
             self._next = _normalise(keep + after)
         else:
@@ -479,7 +345,7 @@ class SequenceState(engine.Row):
     def distribution(self) -> np.ndarray:
         """The next byte's distribution (256 bytes + end of text), after ``resolve``."""
         if self._next is None:  # a joint commit ran: combine the members after it
-            self._combined()
+            self._mixed()
             self._next = self._emitted()
         out, self._next = self._next, None
         return out
@@ -498,25 +364,23 @@ class SequenceState(engine.Row):
         """The last combination without ε, renormalised; weights that move keep what each
         member gave each byte in it."""
         if self.row_weights.moves:
-            self.row_weights.byte_probs = _byte_probs(self._entered)
+            self.row_weights.byte_probs = byte_probs(self._entered)
         return _normalise(self.joint[:EPS])
 
-    def _combined(self) -> np.ndarray:
+    def _mixed(self) -> np.ndarray:
         """Combined outcome distribution; members that cannot follow are left out, and if none
         can, every member commits its pending bytes (its own tokenization) and is asked again."""
         gather(self.wanted())  # every member's masses at once (done already inside a batch)
-        dists = [m.distribution() for m in self.members]
-        joint = combine(self.rule, dists, self.weights)
-        if joint is None:
+
+        def commit_all() -> bool:
             for m in self.members:
                 m.commit()
             engine.run_queued([self])
-            dists = [m.distribution() for m in self.members]
-            joint = combine(self.rule, dists, self.weights)
-        if joint is None:
-            raise RuntimeError("no member gives any probability to text or end of text")
-        self._entered, self.joint = dists, joint
-        return joint
+            return True
+
+        self._entered, self.joint = self._combined(
+            lambda: [m.distribution() for m in self.members], commit_all)
+        return self.joint
 
     @property
     def _draws(self) -> Draws | None:
@@ -528,7 +392,7 @@ class SequenceState(engine.Row):
         for m in self.members:
             m.commit(self._draws)
         engine.run_queued([self])
-        return self._combined()
+        return self._mixed()
 
     def _resolve_branch(self, byte: int) -> None:
         """Teacher forcing: follow the branch (commit or not) that gave ``byte`` more mass."""
@@ -541,70 +405,7 @@ class SequenceState(engine.Row):
             m.restore(snap if back else None)
 
 
-class _Ahead:
-    """The greedy steps ahead of ``predicted_commits``, kept where they stopped: the bytes read
-    ahead (``path``), each member's node and pending bytes there, the weights, the stopped
-    step's commits still to make (``todo``, then the ``byte`` to read; None: a joint commit),
-    and the points along the way where the row may stand when asked again (``bases``: the
-    members' nodes and pending bytes at an offset into ``path``; a later one after each step
-    whose commits went through tokens run before)."""
-
-    def __init__(self, nodes: list[Node], pending: list[bytes], weights: RowWeights):
-        self.bases = [(list(nodes), list(pending), 0)]
-        self.path, self.row_at = b"", 0  # the bytes read ahead; where the row stands in them
-        self.at, self.pending, self.weights = list(nodes), list(pending), weights
-        self.todo: list[int] | None = None
-        self.byte: int | None = None
-        self.dists: list = []
-        self.committed = False  # the stopped step has commits
-        self.found: dict[int, tuple[Node, int]] = {}
-        self.ended = False
-
-    def follows(self, nodes: list[Node], pending: list[bytes]) -> bool:
-        """Whether a row at ``nodes`` with ``pending`` bytes stands along these steps (then
-        ``row_at`` says where, and the points behind it are forgotten)."""
-        for k in range(len(self.bases) - 1, -1, -1):
-            base_nodes, start, offset = self.bases[k]
-            read = len(pending[0]) - len(start[0])
-            if (all(a is b for a, b in zip(base_nodes, nodes, strict=True)) and
-                    0 <= read <= len(self.path) - offset and
-                    all(p == q + self.path[offset:offset + read]
-                        for p, q in zip(pending, start, strict=True))):
-                self.bases, self.row_at = self.bases[k:], offset + read
-                return True
-        return False
-
-    def passed(self) -> None:
-        """The step's commits went through tokens run before: the row may stand here later."""
-        self.bases.append((list(self.at), list(self.pending), len(self.path)))
-
-    def read(self, byte: int) -> None:
-        """Every member reads ``byte``; the weights move by it as ``advance`` moves them."""
-        self.pending = [p + bytes((byte,)) for p in self.pending]
-        self.path += bytes((byte,))
-        if self.weights.moves:
-            self.weights.byte_probs = _byte_probs(self.dists)
-            self.weights.read(byte)
-
-    def end(self) -> dict:
-        """Nothing to predict along these steps (kept, so that asking again costs nothing)."""
-        self.found, self.ended = {}, True
-        return self.found
-
-
-def _follows(view: ByteView, pending: bytes, byte: int) -> bool:
-    """Whether some token with mass starts with ``pending`` followed by ``byte``
-    (``MemberState.can_follow``)."""
-    return bool(view.masses(pending)[byte] > 0 or
-                view.masses(pending + bytes((byte,))).sum() > 0)
-
-
-def as_weighting(weighting: Weighting | list[float]) -> Weighting:
-    """A ``Weighting``; a plain list of weights means fixed weights."""
-    return weighting if isinstance(weighting, Weighting) else Weighting("fixed", tuple(weighting))
-
-
-def _byte_probs(dists: list[np.ndarray | None]) -> np.ndarray:
+def byte_probs(dists: list[np.ndarray | None]) -> np.ndarray:
     """``[members, 257]``: each member's probability of every byte and of end of text given
     that the current token does not end here (ε left out, renormalised); ``nan`` for a member
     that gave no distribution (the weights' update leaves it where it is)."""

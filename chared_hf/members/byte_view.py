@@ -220,6 +220,13 @@ class ByteView:
         total = m.sum()
         return m / total if total > 0 else None
 
+    def follows(self, prefix: bytes, byte: int) -> bool:
+        """Whether some token with mass starts with ``prefix`` followed by ``byte`` (from the
+        masses of ``prefix``; where those say no, the longer prefix's own range is summed
+        again, as a tiny mass may round away in a difference of sums)."""
+        return bool(self.masses(prefix)[byte] > 0 or
+                    self.masses(prefix + bytes((byte,))).sum() > 0)
+
     def ending_ids(self, prefix: bytes) -> tuple[torch.Tensor, torch.Tensor]:
         """Ids whose bytes are exactly ``prefix`` and their probabilities (on the host)."""
         return ending([(self, prefix)])[0]

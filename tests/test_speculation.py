@@ -1,6 +1,6 @@
-"""The exact mode's guess of the text ahead (``lookahead``), for a row generating alone: its
-distributions against the exact member's where every view it needs is known, and what it
-changes in generation (calls, not numbers)."""
+"""The exact mode's guess of the text ahead (``speculation.predict``), for a row generating
+alone: its distributions against the exact member's where every view it needs is known, and
+what it changes in generation (calls, not numbers)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from chared_hf import ByteTokenizer, CharEDModel
-from chared_hf.decoding import lookahead
+from chared_hf.decoding import speculation
 from chared_hf.decoding.combine import combine
 from chared_hf.decoding.exact import ExactMember
 from chared_hf.members.byte_view import EOT, EPS
@@ -43,10 +43,10 @@ def test_the_guess_reads_the_exact_distribution_where_every_view_is_known(pieces
     member.tree.flush()
     for byte in text.encode():
         want = member.distribution()  # runs the children the next byte needs
-        got = lookahead._distribution(lookahead._branch(_tracks(member)))
+        got = speculation._distribution(speculation._branch(_tracks(member)))
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
         likeliest = int(np.argmax(want[:EPS]))
-        guess = lookahead.predict([member], [1.0], "mixture", limit=1)
+        guess = speculation.predict([member], [1.0], "mixture", limit=1)
         assert guess == (b"" if likeliest == EOT else bytes((likeliest,)))
         member.advance(byte)
 
@@ -63,8 +63,8 @@ def test_the_guess_leaves_out_a_member_whose_next_view_is_unknown():
     member.distribution()
     member.advance(ord("a"))  # "a" may end a token: its children have not run
     assert not any(c.ran for h in member.hyps for c in h.node.children.values())
-    assert lookahead._branch(_tracks(member)) is None
-    assert lookahead.predict([member], [1.0], "mixture") == b""
+    assert speculation._branch(_tracks(member)) is None
+    assert speculation.predict([member], [1.0], "mixture", limit=16) == b""
 
 
 def _demo_pair() -> list:
@@ -78,9 +78,9 @@ def _demo_pair() -> list:
     return pairs
 
 
-def _generate(pairs, prompts: list[str], new_bytes: int = 32):
+def _generate(pairs, prompts: list[str], new_bytes: int = 32, guess_bytes: int = 16):
     ens = CharEDModel.from_members(pairs, marginalization="exact", max_hypotheses=8,
-                                   prune_below=1e-4)
+                                   prune_below=1e-4, guess_bytes=guess_bytes)
     out, calls = [], np.zeros(len(pairs), dtype=int)
     for prompt in prompts:
         o = ens.generate(**ByteTokenizer()(prompt, return_tensors="pt"),
@@ -91,16 +91,13 @@ def _generate(pairs, prompts: list[str], new_bytes: int = 32):
     return out, calls
 
 
-def test_generation_alone_runs_ahead_along_the_guess_with_the_same_numbers(monkeypatch):
+def test_generation_alone_runs_ahead_along_the_guess_with_the_same_numbers():
     """A row generating alone runs each member's call ahead along the ensemble's guessed
-    bytes (``lookahead.predict``) instead of the member's own likeliest token: the same
+    bytes (``speculation.predict``) instead of the member's own likeliest token: the same
     texts and scores (to 1e-6 in float64), fewer calls."""
-    import chared_hf.decoding.exact as exact
-
     pairs = _demo_pair()
     guessed, guessed_calls = _generate(pairs, PROMPTS)
-    monkeypatch.setattr(exact, "predict", lambda *args, **kwargs: b"")
-    plain, plain_calls = _generate(pairs, PROMPTS)
+    plain, plain_calls = _generate(pairs, PROMPTS, guess_bytes=0)
     for (seq_a, probs_a), (seq_b, probs_b) in zip(guessed, plain, strict=True):
         assert torch.equal(seq_a, seq_b)
         assert torch.allclose(probs_a, probs_b, atol=1e-6, rtol=0)
@@ -109,16 +106,14 @@ def test_generation_alone_runs_ahead_along_the_guess_with_the_same_numbers(monke
     assert guessed_calls.sum() < 0.95 * plain_calls.sum(), (guessed_calls, plain_calls)
 
 
-def test_the_real_pair_needs_fewer_calls_with_the_guess(stories, smollm2, monkeypatch):
+def test_the_real_pair_needs_fewer_calls_with_the_guess(stories, smollm2):
     """stories260K + SmolLM2 on the README's first prompt: each call runs ahead along the
     bytes both members' views agree on, so SmolLM2 (the expensive member) needs about a third
     fewer calls (16 against 23 for 48 bytes), for the same text and scores (float32: calls of
     different shapes differ by about 1e-6)."""
-    import chared_hf.decoding.exact as exact
-
     guessed, guessed_calls = _generate([stories, smollm2], PROMPTS[:1], new_bytes=48)
-    monkeypatch.setattr(exact, "predict", lambda *args, **kwargs: b"")
-    plain, plain_calls = _generate([stories, smollm2], PROMPTS[:1], new_bytes=48)
+    plain, plain_calls = _generate([stories, smollm2], PROMPTS[:1], new_bytes=48,
+                                   guess_bytes=0)
     (seq_a, probs_a), (seq_b, probs_b) = guessed[0], plain[0]
     assert torch.equal(seq_a, seq_b)
     assert torch.allclose(probs_a, probs_b, atol=1e-5, rtol=0)
@@ -143,6 +138,6 @@ def test_the_guess_follows_the_rule_and_the_weights(rule):
     guesses = []
     for weights in ([0.9, 0.1], [0.1, 0.9]):
         joint = combine(rule, [m.distribution() for m in members], weights)
-        guesses.append(lookahead.predict(members, weights, rule, limit=1))
+        guesses.append(speculation.predict(members, weights, rule, limit=1))
         assert guesses[-1] == bytes((int(np.argmax(joint[:EPS])),))
     assert guesses == [b"a", b"b"]
