@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import asset_path, piece_tokenizer, tiny_model
@@ -276,3 +277,71 @@ def test_device_paths_generate_what_the_host_paths_generate(mode, monkeypatch):
     assert torch.equal(seqs, host_seqs)
     assert torch.allclose(scores, host_scores, atol=1e-9, rtol=0)
     assert torch.allclose(scored, host_scored, atol=1e-9, rtol=0)
+
+
+def _segments_on_device(monkeypatch) -> None:
+    """Every ``ViewBank`` made from now on takes the accelerators' path on CPU tensors: a
+    float32 softmax and segment sums (``ViewBank(segments=True)``)."""
+    import chared_hf.members.byte_view as byte_view
+
+    made = byte_view.ViewBank.__init__
+    monkeypatch.setattr(byte_view.ViewBank, "__init__",
+                        lambda bank, table, logits, segments=None: made(bank, table, logits,
+                                                                         segments=True))
+
+
+def test_segment_sums_read_what_float64_sums_read(smollm2):
+    """The accelerators' byte views (a float32 softmax, each bucket of a prefix summed in
+    float64 on its own) against the host's float64 cumulative sums, on SmolLM2's 49,152-id
+    vocabulary with its own logits: every outcome of probability at least 1e-6 to 1e-5 in
+    log-probability (``benchmarks/view_precision.py`` measures the real texts), the same
+    outcomes with no mass, the same ending ids (their probabilities to 2e-5)."""
+    from chared_hf.members.byte_view import ByteTable, ByteView, ViewBank, ending, gather
+    from chared_hf.members.token_bytes import TokenBytes
+
+    model, tok = smollm2
+    table = ByteTable(TokenBytes.from_tokenizer(tok))
+    ids = tok("def add(a, b):\n    return a + b\n\nprint(add(1, 2))", return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**ids).logits[0, -4:]
+    host, seg = ByteView.batch(table, logits), ViewBank(table, logits, segments=True).views()
+    assert seg[0].bank.host is None and seg[0].bank.probs.dtype == torch.float32
+    prefixes = [b"", b" ", b"\n", b"  ", b"re", b"ret", b"(", b"\xe2", b"zzzq"]
+    pairs = [(r, p) for r in range(len(logits)) for p in prefixes]
+    gather([(host[r], p) for r, p in pairs])
+    gather([(seg[r], p) for r, p in pairs])
+    for r, p in pairs:
+        want, got = host[r].masses(p), seg[r].masses(p)
+        assert np.array_equal(want > 0, got > 0)
+        big = want / max(want.sum(), 1e-300) >= 1e-6
+        assert np.abs(np.log(got[big] / got.sum()) - np.log(want[big] / want.sum())).max(
+            initial=0.0) < 1e-5, p
+    for (a, pa), (b, pb) in zip(ending([(host[r], p) for r, p in pairs]),
+                                ending([(seg[r], p) for r, p in pairs]), strict=True):
+        # float32's softmax normalises ~49k ids to about 1e-5 (one factor for every id, which
+        # the modes divide out: ``text_total`` is summed from the same probabilities)
+        assert torch.equal(a, b) and torch.allclose(pa, pb.double(), rtol=2e-5, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["chared", "exact"])
+def test_segment_sums_generate_and_score_what_the_host_paths_do(mode, monkeypatch):
+    """A batch generated and a text scored with every byte view on the accelerators' path
+    (float32 softmax, segment sums): the same greedy bytes as the host path on the demo, and
+    every observed byte's log-probability within 1e-5."""
+    from chared_hf.demo import load_demo
+
+    prompts = ["Once upon a time", "def add(a, b):", "The little dog", "import os\n"]
+    enc = ByteTokenizer(padding_side="left")(prompts, return_tensors="pt", padding=True)
+    text = torch.tensor([[256, *b"Once upon a time, def f(x): return x", 257]])
+
+    def run():
+        model = load_demo(marginalization=mode)
+        out = model.generate(**enc, max_new_tokens=24, do_sample=False)
+        scored = model(input_ids=text).logits.double().log_softmax(-1)[0, :-1]
+        return out, scored.gather(-1, text[0, 1:, None])
+
+    host_out, host_scored = run()
+    _segments_on_device(monkeypatch)
+    out, scored = run()
+    assert torch.equal(out, host_out)
+    assert (scored - host_scored).abs().max() < 1e-5

@@ -26,10 +26,6 @@ class EnsembleCache:
     """
 
     is_compileable = False
-    # Per-layer flags some Transformers versions read off any cache: one pseudo-layer.
-    is_linear = (False,)
-    is_sliding = (False,)
-    is_dummy = (False,)
 
     def __init__(self, decide: str = "marginal"):
         if decide not in DECIDE_RULES:

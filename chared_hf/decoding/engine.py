@@ -53,7 +53,7 @@ def step(rows: Sequence, chosen: Sequence[int]) -> list[np.ndarray]:
     # 0. what reading the bytes needs, all rows at once (with the likeliest ids idle rows may
     # guess in step 2 or 5)
     gather([pair for row, byte in zip(rows, chosen, strict=True) for pair in row.wanted(byte)],
-           _guessing(rows), any(row.extends for row in rows))
+           _guessing(rows), any(row.extends for row in rows), _unread(rows))
     for row, byte in zip(rows, chosen, strict=True):
         row.advance(byte)  # 1. every member reads the byte; one that cannot commits alone
     run_queued(rows)  # 2. those lone commits: one call per member, all rows together
@@ -72,7 +72,17 @@ def _decide(rows: Sequence) -> list[np.ndarray]:
 
 
 def _gather(rows: Sequence, guesses: bool = False) -> None:
-    gather([pair for row in rows for pair in row.wanted()], guesses)
+    gather([pair for row in rows for pair in row.wanted()], guesses, along=_unread(rows))
+
+
+def _unread(rows: Sequence) -> list:
+    """The banks the rows' trees made on a device whose likeliest ids no copy has brought
+    yet (``ViewBank.read_top_later``), taken from the trees: the next gather brings them."""
+    banks = []
+    for tree in {id(tree): tree for row in rows for tree in row.trees}.values():
+        banks += tree.unread
+        tree.unread = []
+    return banks
 
 
 def _guessing(rows: Sequence) -> bool:

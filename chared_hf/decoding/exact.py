@@ -1,69 +1,30 @@
-"""Exact byte-level marginals: each member as a true byte-level language model.
+"""Exact byte-level marginals: each member as a true byte-level language model
+(docs/method.md › Exact mode has the derivation, the pruning bounds and the measurements).
 
-What it does: for one member and the bytes so far ``x`` (its dummy prefix included), keeps
-*hypotheses*: token sequences ``τ`` whose bytes are a prefix of ``x``, with their probability
-``P(τ)`` and pending bytes ``r = x[len(bytes(τ)):]``. Every token sequence that spells a
-continuation of ``x`` is counted exactly once, at the first token that reaches past the end of
-``x`` (Vieira et al. 2025; docs/method.md › Exact mode), so
+What it does: for one member and the bytes so far ``x``, keeps *hypotheses*: token sequences
+``τ`` whose bytes are a prefix of ``x``, with ``P(τ)`` and pending bytes ``r``. Every token
+sequence that spells a continuation of ``x`` is counted once, at its first token that reaches
+past ``x`` (Vieira et al. 2025), so
 
     P(x·b)   = Σ_h P(τ_h)·M_h(r_h·b)  +  Σ_{t: bytes(t) = r_h} P(τ_h·t)·M_{τ_h·t}(b)
     P(x·EOS) = Σ_{t: bytes(t) = r_h} P(τ_h·t)·p(EOS | τ_h·t)   (+ hypotheses with r_h empty)
 
-where ``M(r)`` is the member's probability of the tokens that start with ``r``. The second sum
-needs the member's distribution after ``τ_h·t``: those *children* are the forward passes. The
-sum runs over **all** tokenizations (not only canonical ones): a byte-level LM must give every
-spelling of a text its mass, and the set needs no knowledge of the tokenizer's merge rules.
-Special tokens other than end of text are removed from the member's distribution (renormalised).
+with ``M(r)`` the member's probability of the tokens that start with ``r``, over **all**
+tokenizations (special tokens other than end of text removed). The *children* ``τ_h·t`` are
+the forward passes: a byte's children run in one call of the member's ``TokenTree`` (every
+row of a batch in its own lane; ``prepare`` queues them).
 
-Pruning (``max_hypotheses=K``): the children expanded at a byte are the K heaviest by
-``P(τ_h)·p(t | τ_h)`` (known before their forward), and after each byte the K heaviest
-hypotheses by ``P(τ)·M(r)`` are kept. ``None`` keeps everything (exact). ``prune_below=θ``
-also drops children and hypotheses lighter than θ times the text's kept probability (the
-config's default: 1e-4 under a count bound, 0 without one). Every
-dropped mass is accounted for: ``logprob_bounds`` gives certified bounds on the unbounded
-mode's log-probability of the text. Observed text never gets probability zero through
-pruning: where the next byte (known, or chosen by the ensemble) has no mass under any kept
-hypothesis and none sits at a token boundary, the heaviest one spells its pending bytes one
-per token (byte-level and byte-fallback vocabularies have a token for every byte), run then;
-that *lineage* sits at a token boundary, so it gives every byte the member can represent some
-mass (``widen``). It is built only where a byte needs it: kept on every byte, it cost about a
-token per byte and, for SmolLM2, a fifth of the calls and of the time (``benchmarks/README.md``).
+Pruning: ``max_hypotheses=K`` keeps the K heaviest children and hypotheses, ``prune_below=θ``
+drops those lighter than θ of the text's kept probability; ``logprob_bounds`` certifies what
+was dropped. Where a byte would get no mass from the kept hypotheses, the heaviest one spells
+its pending bytes one per token (its *lineage*, ``widen``). A generation prompt is read over
+every tokenization only in its last ``prompt_tokens`` tokens (``begin``; None: all of it). A
+context that outgrows the member's window is cut at a point all hypotheses share
+(``_fit_window``).
 
-Forward passes (``TokenTree``): all token sequences of one member on one sequence live in one
-lane of the member's KV cache, each token once, so hypotheses share every prefix they have in
-common (memory grows with distinct prefixes, not hypotheses × context). The children needed
-at one byte run as one forward call: their tokens are the queries, each attending only to its
-own prefix (a tree attention mask) at its own position; the rows of a batch queue theirs
-(``prepare``) and each member runs all rows' children in that one call, each row in its own
-lane (prompts, generation and teacher-forced scoring alike).
-Slots no hypothesis uses any more are dropped now and then.
-A call may also run tokens that later bytes will likely need (``speculation.run_ahead``:
-along known text, and in generation of a row alone along the guessed text); every node run is
-kept as a child of its parent, so a later byte whose children were run ahead costs no call.
-
-A generation prompt (``begin``): with a count bound and ``prompt_tokens`` (the config's
-``exact_prompt_tokens``, default 4), only the prompt's last tokens of the member's own
-tokenization (more where a longer token extends them) are read over every tokenization; the
-rest, the *head*, is conditioned on as the member tokenizes it, run in one call as in the
-paper mode. Read over every tokenization, a 506-byte HumanEval prompt cost SmolLM2 83 calls
-and stories260K 181 (24.5 s on a CPU, 0.81 s with the head); the head's other tokenizations
-changed the first new byte's distribution by a total variation of 0.0015 to 0.18 on four
-HumanEval prompts and at most 0.031 on the five benchmark prompts (``benchmarks/README.md``).
-Without a bound, or with ``prompt_tokens`` None, the whole prompt is read over every
-tokenization (exact).
-
-Long texts: when a hypothesis would outgrow the member's window, every hypothesis keeps the
-member's start ids and its most recent tokens (the longest fills 3/4 of the window), cut at
-one point of the tokens all of them share, and they run again from a new root in the row's
-lane, in one call
-(``_fit_window``); as in the paper mode, later bytes are then conditioned on the shorter
-context.
-
-What it does not do: run members with attention kernels that take no custom mask (flash
-attention). A member none of whose hypotheses can spell an observed byte (a lossy tokenizer)
-gives that byte probability zero (its weight goes to the other members, whose distributions
-still sum to one), then restarts from its heaviest hypothesis with the byte committed as its
-own encoding (``<unk>``) and follows the text again from the next byte.
+What it does not do: decide what calls run ahead (``speculation``), or attention kernels
+without a custom mask. A member none of whose hypotheses can spell an observed byte gives it
+probability zero and restarts after it (``_reroot``).
 """
 
 from __future__ import annotations

@@ -23,8 +23,7 @@ What it does not do: run models, choose bytes, or combine members (``state``, ``
 from __future__ import annotations
 
 import itertools
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -36,8 +35,6 @@ EOT = 256  # outcome index: end of text
 EPS = 257  # outcome index: the current token ends here (ε)
 N_OUTCOMES = 258
 _PRECISE_BELOW = 1e-6  # prefix mass under which masses are re-summed over the prefix's range
-# Per device, the banks whose likeliest ids (``ViewBank.top``) the next copy brings along.
-_UNREAD: dict[torch.device, list[weakref.ref]] = {}
 
 
 class ByteTable:
@@ -113,46 +110,59 @@ class ViewBank:
     Args:
         table: the member's ``ByteTable``.
         logits: ``[n, vocab]`` next-token logits (any float dtype, any device).
+        segments: how the masses of a prefix's buckets are summed; None (default) by device.
 
-    One softmax and one cumulative sum over the sorted text tokens for all ``n`` rows, in
-    float64 (a difference of cumulative sums must resolve small masses). Nothing proportional
-    to the vocabulary leaves the device.
+    On a CPU (``segments`` False): one softmax and one cumulative sum over the sorted text
+    tokens for all ``n`` rows, in float64 (a difference of cumulative sums must resolve small
+    masses), read in place. On an accelerator (``segments`` True): a float32 softmax, and each
+    prefix's 258 masses summed bucket by bucket in float64 when ``gather`` asks for them
+    (segment sums: each mass as precise as float32 probabilities allow, whatever its size;
+    ``benchmarks/view_precision.py``). Nothing proportional to the vocabulary leaves the
+    device.
     """
 
-    def __init__(self, table: ByteTable, logits: torch.Tensor):
+    def __init__(self, table: ByteTable, logits: torch.Tensor, segments: bool | None = None):
         index = table.on(logits.device)
         self.table = table
-        self.probs = torch.softmax(logits.detach().to(torch.float64), dim=-1)  # [n, vocab]
+        self.segments = logits.device.type != "cpu" if segments is None else segments
+        dtype = torch.float32 if self.segments else torch.float64
+        self.probs = torch.softmax(logits.detach().to(dtype), dim=-1)  # [n, vocab]
         n = len(self.probs)
-        # [n, T + 2]: 0, the cumulative sums over the text tokens in sorted order, then the
-        # end-of-text mass, so that one gather reads a prefix's 258 boundaries and end of text.
-        self.sums = self.probs.new_zeros(n, table.n_text + 2)
-        if self.probs.device.type != "cpu":
-            ordered = self.probs.index_select(1, index.sorted_ids)
-        else:  # on a CPU, index_select along the last dimension of a matrix (even of one
-            # row) is several times slower than along a vector
-            ordered = torch.stack([row.index_select(0, index.sorted_ids) for row in self.probs])
-        torch.cumsum(ordered, dim=1, out=self.sums[:, 1:-1])
-        if len(table.eos_ids):
-            self.sums[:, -1] = self.probs.index_select(1, index.eos_ids).sum(1)
+        eot = (self.probs.index_select(1, index.eos_ids).double().sum(1) if len(table.eos_ids)
+               else self.probs.new_zeros(n, dtype=torch.float64))
+        self.sums: torch.Tensor | None = None
+        if self.segments:
+            self.eot = eot  # [n] end-of-text masses; the buckets are summed when asked for
+        else:
+            # [n, T + 2]: 0, the cumulative sums over the text tokens in sorted order, then the
+            # end-of-text mass: one gather reads a prefix's 258 boundaries and end of text.
+            self.sums = self.probs.new_zeros(n, table.n_text + 2)
+            if self.probs.device.type != "cpu":
+                ordered = self.probs.index_select(1, index.sorted_ids)
+            else:  # on a CPU, index_select along the last dimension of a matrix (even of one
+                # row) is several times slower than along a vector
+                ordered = torch.stack([r.index_select(0, index.sorted_ids) for r in self.probs])
+            torch.cumsum(ordered, dim=1, out=self.sums[:, 1:-1])
+            self.sums[:, -1] = eot
         # A CPU member's sums and probabilities are host memory already: read in place.
-        on_cpu = self.sums.device.type == "cpu"
+        on_cpu = logits.device.type == "cpu" and not self.segments
         self.host = self.sums.numpy() if on_cpu else None
         self.host_probs = self.probs.numpy() if on_cpu else None
         # On a device, each row's likeliest text id (what ``likeliest`` gives after a token
-        # boundary, for an idle row's guess) comes to the host with the next copy that any
-        # ``gather`` makes on this device, not with one of its own.
+        # boundary, for an idle row's guess) comes to the host with a copy ``gather`` makes
+        # anyway, not with one of its own.
         self.top: np.ndarray | None = None
+        self._top: torch.Tensor | None = None
         if not on_cpu:
             self.read_top_later()
 
     def read_top_later(self) -> None:
         """Each row's likeliest text id (the first in sorted order among equals, as
-        ``likeliest``), computed on the device and kept in ``top`` when the next copy to
-        the host that a ``gather`` makes on this device brings it along."""
+        ``likeliest``), computed on the device and kept in ``top`` when a ``gather`` on this
+        device copies it along: one that reads this bank, or one given the bank in ``along``
+        (``engine`` gives the banks its trees' last calls made, ``TokenTree.unread``)."""
         ids = self.table.on(self.probs.device).sorted_ids
         self._top = ids[self.probs.index_select(1, ids).argmax(1)]
-        _UNREAD.setdefault(self.probs.device, []).append(weakref.ref(self))
 
     def views(self) -> list[ByteView]:
         return [ByteView.at(self, r) for r in range(len(self.probs))]
@@ -195,7 +205,7 @@ class ByteView:
 
     @property
     def probs(self) -> torch.Tensor:
-        """The member's next-token distribution (float64, on its device)."""
+        """The member's next-token distribution (on its device; float32 on an accelerator)."""
         return self.bank.probs[self.row]
 
     @property
@@ -247,7 +257,7 @@ class ByteView:
 
 
 def gather(requests: Sequence[tuple[ByteView, bytes]], guesses: bool = False,
-           extensions: bool = False) -> None:
+           extensions: bool = False, along: Sequence[ViewBank] = ()) -> None:
     """Compute the outcome masses of many ``(view, pending prefix)`` pairs at once, and for
     views on a device the ids ending at each prefix with their probabilities too (what a
     commit or a hypothesis' children read, ``ending``): one gather per ``ViewBank`` on its
@@ -257,8 +267,9 @@ def gather(requests: Sequence[tuple[ByteView, bytes]], guesses: bool = False,
     ``guesses``, the same copy brings each pair's likeliest id starting with its prefix
     (``likeliest`` returns it; the idle rows' guesses, ``engine.run_queued``), with
     ``extensions`` its likeliest id longer than the prefix (``likeliest(..., longer=True)``;
-    the exact mode's guess of a row alone). CPU members' views are read in place, when
-    asked."""
+    the exact mode's guess of a row alone), and the likeliest ids after a token boundary
+    (``ViewBank.top``) of the banks it reads and of those in ``along``. CPU members' views are
+    read in place, when asked."""
     todo, seen = [], set()
     for view, prefix in requests:
         key = (id(view), prefix)
@@ -272,7 +283,8 @@ def gather(requests: Sequence[tuple[ByteView, bytes]], guesses: bool = False,
     # Step 1: each pair's 258 cumulative sums at its prefix's boundaries, and end of text:
     # read in place for CPU members; on a device, one gather per bank and one copy to the
     # host per device.
-    sums = np.empty((len(todo), N_OUTCOMES + 1))
+    sums = np.zeros((len(todo), N_OUTCOMES + 1))
+    direct: dict[int, np.ndarray] = {}  # segment sums: the masses themselves
     on_device: dict[int, list[int]] = {}
     for i, (view, prefix) in enumerate(todo):
         if view.bank.host is not None:
@@ -282,21 +294,24 @@ def gather(requests: Sequence[tuple[ByteView, bytes]], guesses: bool = False,
     # A prefix one byte longer than one whose masses are known is faint (step 3) when that
     # byte's mass is: its sums over its own range go in the same copy.
     faint_known = {i for i in itertools.chain.from_iterable(on_device.values())
-                   if _known_faint(*todo[i])}
+                   if not todo[i][0].bank.segments and _known_faint(*todo[i])}
     local_sums: dict[int, np.ndarray] = {}
     if on_device:
-        _gather_on_devices(todo, on_device, sums, faint_known, local_sums,
+        _gather_on_devices(todo, on_device, sums, direct, faint_known, local_sums,
                            [longer for longer, wanted in ((False, guesses), (True, extensions))
-                            if wanted])
+                            if wanted], along)
     # Step 2: the outcomes, as differences of the sums (ε first, then each byte).
     c = sums[:, :-1]
     out = np.empty((len(todo), N_OUTCOMES))
     out[:, :N_BYTES] = c[:, 2:] - c[:, 1:-1]
     out[:, EPS] = c[:, 1] - c[:, 0]
     out[:, EOT] = sums[:, -1]
+    for i, masses in direct.items():  # segment sums: ε, the bytes, end of text
+        out[i, EPS], out[i, :N_BYTES], out[i, EOT] = masses[0], masses[1:EOT + 1], masses[-1]
     # Step 3: a prefix of little mass is summed again over its own range (all of them at
-    # once: one copy to the host per device).
-    faint = np.flatnonzero(c[:, -1] - c[:, 0] < _PRECISE_BELOW).tolist()
+    # once: one copy to the host per device); segment sums need not.
+    faint = [i for i in np.flatnonzero(c[:, -1] - c[:, 0] < _PRECISE_BELOW).tolist()
+             if i not in direct]
     local: dict[torch.device, list[tuple[int, torch.Tensor]]] = {}
     for i in faint:
         if i in local_sums:  # copied with the sums (``faint_known``)
@@ -376,54 +391,82 @@ def _known_faint(view: ByteView, prefix: bytes) -> bool:
 
 
 def _gather_on_devices(todo: list, groups: dict[int, list[int]], sums: np.ndarray,
-                       faint: set[int], local_sums: dict[int, np.ndarray],
-                       likeliest: list[bool]) -> None:
-    """For the pairs ``todo[i]`` whose banks are on a device: ``sums[i]``, the ending ids'
-    probabilities (kept in the views), ``local_sums[i]`` (``ByteView._local_sums``) for ``i``
-    in ``faint``, and for each ``longer`` in ``likeliest`` the likeliest id starting with
-    each prefix (longer than it, with ``longer``; kept in the views, read by ``likeliest``).
-    A few gathers per bank, one copy to the host per device."""
-    # Each part: a flat tensor on a device, and what reads its slice of the copy.
-    parts: dict[torch.device, list[tuple[torch.Tensor, Callable[[np.ndarray], None]]]] = {}
+                       direct: dict[int, np.ndarray], faint: set[int],
+                       local_sums: dict[int, np.ndarray], likeliest: list[bool],
+                       along: Sequence[ViewBank]) -> None:
+    """For the pairs ``todo[i]`` whose banks are on a device: ``sums[i]`` (``direct[i]``,
+    the masses, from a bank that sums segments), the ending ids' probabilities (kept in the
+    views), ``local_sums[i]`` (``ByteView._local_sums``) for ``i`` in ``faint``, for each
+    ``longer`` in ``likeliest`` the likeliest id starting with each prefix (longer than it,
+    with ``longer``; kept in the views, read by ``likeliest``), and the unread ``top`` of
+    every bank read or in ``along``. A few gathers per bank, one copy to the host per
+    device."""
+    # Each part: (what it is, whom it is for, a flat tensor on a device).
+    parts: dict[torch.device, list[tuple[str, object, torch.Tensor]]] = {}
+    banks: dict[int, ViewBank] = {id(b): b for b in along}
     for members in groups.values():
         view = todo[members[0]][0]
-        bank, table, device = view.bank, view.table, view.bank.sums.device
-        put = parts.setdefault(device, []).append
+        bank, table = view.bank, view.table
+        banks[id(bank)] = bank
+        put = parts.setdefault(bank.probs.device, []).append
         rows = torch.tensor([todo[i][0].row for i in members])
-        on = rows.to(device, non_blocking=True)
+        on = rows.to(bank.probs.device, non_blocking=True)
         bounds = [table.bounds(todo[i][1]) for i in members]
-        # The 258 cumulative sums at each prefix's boundaries, and end of text.
-        cols = torch.from_numpy(np.stack([table.gather_index(todo[i][1]) for i in members]))
-        put((bank.sums[on[:, None], cols.to(device, non_blocking=True)].flatten(),
-             lambda flat, members=members: sums.__setitem__(
-                 members, flat.reshape(len(members), -1))))
+        if bank.segments:  # each prefix's buckets summed, and end of text
+            put(("masses", members, _segment_masses(bank, rows, on, bounds)))
+        else:  # the 258 cumulative sums at each prefix's boundaries, and end of text
+            cols = torch.from_numpy(np.stack([table.gather_index(todo[i][1])
+                                              for i in members]))
+            put(("sums", members, bank.sums[on[:, None], cols.to(on.device,
+                                                                   non_blocking=True)]))
         # The ids ending at each prefix (a range of the sorted ids), flattened over the pairs.
         ends = [table.sorted_ids[int(b[0]):int(b[1])] for b in bounds]
         end_rows = torch.repeat_interleave(rows, torch.tensor([len(e) for e in ends]))
-        put((bank.probs[end_rows.to(device, non_blocking=True),
-                        torch.cat(ends).to(device, non_blocking=True)],
-             lambda flat, members=members, ends=ends: _keep_endings(
-                 todo, members, ends, torch.from_numpy(flat))))
+        put(("ending", (members, ends), bank.probs[end_rows.to(on.device, non_blocking=True),
+                                                   torch.cat(ends).to(on.device,
+                                                                      non_blocking=True)]))
         for i in members:  # faint prefixes: summed again over their own range
             if i in faint:
-                view_i, prefix = todo[i]
-                put((view_i._local_sums(table.bounds(prefix)),
-                     lambda flat, i=i: local_sums.__setitem__(i, flat)))
+                put(("local", i, todo[i][0]._local_sums(table.bounds(todo[i][1]))))
         for longer in likeliest:
-            put((_likeliest_ids(bank, on, bounds, longer),
-                 lambda flat, members=members, longer=longer: _keep_likeliest(
-                     todo, members, longer, flat)))
-    for device, found in parts.items():
-        for ref in _UNREAD.pop(device, []):  # the banks' likeliest ids, along
-            bank = ref()
-            if bank is not None:
-                found.append((bank._top, lambda flat, bank=bank: setattr(
-                    bank, "top", flat.astype(np.int64))))
-        flat = torch.cat([t.to(torch.float64) for t, _ in found]).cpu().numpy()  # one copy
+            put(("likeliest", (members, longer), _likeliest_ids(bank, on, bounds, longer)))
+    for bank in banks.values():  # the banks' likeliest ids after a boundary, along
+        if bank.top is None and bank._top is not None and bank.probs.device in parts:
+            parts[bank.probs.device].append(("top", bank, bank._top))
+    for found in parts.values():
+        flat = torch.cat([t.flatten().to(torch.float64) for *_, t in found]).cpu().numpy()
         at = 0
-        for t, read in found:
-            read(flat[at:at + t.numel()])
-            at += t.numel()
+        for kind, whom, t in found:  # each part's slice of the one copy
+            piece, at = flat[at:at + t.numel()], at + t.numel()
+            if kind == "sums":
+                sums[whom] = piece.reshape(len(whom), -1)
+            elif kind == "masses":
+                direct.update(zip(whom, piece.reshape(len(whom), -1), strict=True))
+            elif kind == "ending":
+                _keep_endings(todo, *whom, torch.from_numpy(piece))
+            elif kind == "local":
+                local_sums[whom] = piece
+            elif kind == "likeliest":
+                _keep_likeliest(todo, *whom, piece)
+            else:
+                whom.top = piece.astype(np.int64)
+
+
+def _segment_masses(bank: ViewBank, rows: torch.Tensor, on: torch.Tensor,
+                    bounds: list[np.ndarray]) -> torch.Tensor:
+    """On the bank's device, for each ``rows[k]`` (``on``: the same on the device) and prefix
+    boundaries ``bounds[k]``: the prefix's 257 buckets (ε, then each next byte) summed in
+    float64 one by one, then end of text; ``[len(rows) * 258]``."""
+    device = on.device
+    sorted_ids = bank.table.on(device).sorted_ids
+    ids = torch.cat([sorted_ids[int(b[0]):int(b[-1])] for b in bounds])
+    sizes = torch.tensor([int(b[-1]) - int(b[0]) for b in bounds])
+    values = bank.probs[torch.repeat_interleave(rows, sizes).to(device, non_blocking=True),
+                        ids].double()
+    lengths = torch.from_numpy(np.concatenate([np.diff(b) for b in bounds]))
+    buckets = torch.segment_reduce(values, "sum", lengths=lengths.to(device, non_blocking=True),
+                                   unsafe=True).view(len(bounds), N_OUTCOMES - 1)
+    return torch.cat([buckets, bank.eot[on][:, None]], 1)
 
 
 def _keep_endings(todo: list, members: list[int], ends: list[torch.Tensor],

@@ -121,6 +121,9 @@ class TokenTree:
         self._logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._owners: list[Callable[[], Iterable[Node | None]]] = []
         self._queue: list[_Request] = []
+        # Banks made on a device whose likeliest ids no copy has brought yet (``engine`` hands
+        # them to its next ``gather``, ``ViewBank.read_top_later``).
+        self.unread: list = []
 
     def new_lane(self) -> int:
         """A lane for one more sequence of text (its own batch row of the cache)."""
@@ -265,6 +268,8 @@ class TokenTree:
             index = {q: i for i, q in enumerate(wanted)}
             picked = torch.tensor([index[q] for q in now]).to(logits.device, non_blocking=True)
             batch = ByteView.batch(self.table, logits.index_select(0, picked))
+            if batch[0].bank.top is None and batch[0].bank._top is not None:
+                self.unread.append(batch[0].bank)
             for q, view in zip(now, batch, strict=True):
                 nodes[q]._view, nodes[q].logits = view, None
         return nodes
