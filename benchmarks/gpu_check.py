@@ -5,8 +5,9 @@ Members (speed needs shapes, not trained weights):
   * ``real-size``: random weights at real shapes: SmolLM2-135M's with the GPT-2 tokenizer
     (50k ids), and a 1B Llama's (Llama-3.2-1B) with the Qwen2 tokenizer (152k ids).
 
-All in bfloat16 on ``--device``. Cases: paper mode at batch 1 and ``--batch``, exact mode
-(K=8) at batch 1; greedy, ``--new-bytes`` bytes; and the exact mode scoring a short text,
+All in bfloat16 on ``--device``. Cases: paper mode at batch 1 and ``--batch``, each with the
+package's loop and Transformers' (``generate(loop=...)``), exact mode (K=8) at batch 1 and 8;
+greedy, ``--new-bytes`` bytes; and the exact mode scoring a short text,
 running ahead from the heaviest hypothesis or from every child (``score_case``). For each:
 wall time, the members' forward time (hooks that synchronize the device around each call, so
 the rest is this package's work plus Transformers' loop), host syncs per byte
@@ -111,13 +112,13 @@ def syncs_of(fn) -> int:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
-def run_case(ens, pairs, prompts, new_bytes, repeats, loop_device) -> dict:
+def run_case(ens, pairs, prompts, new_bytes, repeats, loop_device, loop="package") -> dict:
     tok = ByteTokenizer(padding_side="left")
     enc = tok(prompts, return_tensors="pt", padding=True).to(loop_device)
 
     def generate():
         with torch.no_grad():
-            return ens.generate(**enc, max_new_tokens=new_bytes, do_sample=False)
+            return ens.generate(**enc, max_new_tokens=new_bytes, do_sample=False, loop=loop)
 
     generate()  # warm-up
     clock = Clock([m for m, _ in pairs], sync=True)
@@ -212,19 +213,22 @@ def main() -> None:
     for kind in args.members:
         pairs = members(kind, args.device, args.quick)
         paper = {"marginalization": "chared"}
-        cases = [("paper", 1, paper), ("paper", args.batch, paper),
-                 ("exact K=8", 1, {"marginalization": "exact", "max_hypotheses": 8})]
-        for name, batch, kwargs in cases:
+        exact = {"marginalization": "exact", "max_hypotheses": 8}
+        cases = [("paper", 1, paper, "package"), ("paper", 1, paper, "transformers"),
+                 ("paper", args.batch, paper, "package"),
+                 ("paper", args.batch, paper, "transformers"),
+                 ("exact K=8", 1, exact, "package"), ("exact K=8", 8, exact, "package")]
+        for name, batch, kwargs, loop in cases:
             ens = CharEDModel.from_members(pairs, **kwargs)
             prompts = (PROMPTS * batch)[:batch]
             new = args.new_bytes if name == "paper" else max(8, args.new_bytes // 4)
-            row = run_case(ens, pairs, prompts, new, args.repeats, args.loop_device)
+            row = run_case(ens, pairs, prompts, new, args.repeats, args.loop_device, loop)
             if name == "paper":
                 own = own_generate(pairs, row["texts"], prompts, args.repeats)
                 row["members_own_generate_s"] = round(own, 4)
                 row["forward_ratio_to_own"] = round(row["member_forward_s"] / own, 3)
             row.pop("texts")
-            rows.append({"members": kind, "case": f"{name}, batch {batch}", **row})
+            rows.append({"members": kind, "case": f"{name}, batch {batch}, {loop} loop", **row})
             print(json.dumps(rows[-1]), flush=True)
         text = (PROMPTS[0] + ", there was a little girl named Lily. She loved to play "
                 "outside in the park with her friends. One day she saw a big red ball.")

@@ -44,3 +44,6 @@ timeout 120 python -m pytest -q -p no:cacheprovider tests/test_devices.py 2>&1 \
 timeout 240 python benchmarks/gpu_check.py --out "$OUT/gpu_check.json" || true
 timeout 90 python benchmarks/gpu_check.py --members demo --loop-device cuda \
     --out "$OUT/gpu_check_loop_cuda.json" || true
+# 3. float32 byte views (segment sums) against float64, with the GPU's reduction order.
+timeout 60 python benchmarks/view_precision.py --members stories --bytes 1500 --story --device cuda \
+    > "$OUT/view_precision.txt" 2>&1 || true

@@ -1,27 +1,19 @@
-"""The ensemble's decoding loop over the rows of a batch: the paper's step, in phases.
+"""The ensemble's decoding step over the rows of a batch, in phases.
 
-What it does: drives rows that implement one small protocol (``state.SequenceState``, the
-paper's decoding; ``exact.ExactSequenceState``, exact byte-level members):
-
-  * ``begin(prompt, with_bos)`` / ``begin_from_ids(member_ids)``: the members take the prompt;
-    a row that reads it byte by byte (the exact mode) is ``reading`` until ``prepare`` (calls
-    queued) and ``read_prompt_byte`` have taken every byte;
-  * ``advance(byte)``: every member (and the row's weights) reads the chosen byte;
-  * ``resolve()``: the paper's ε, whether the members' current tokens end here;
-  * ``distribution()``: the next byte's distribution (256 bytes + end of text);
-  * ``trees``: the members' token trees, whose queued forward calls run between phases;
-  * ``read_ahead(text)`` (teacher forcing, shared by both modes): the text the members will
-    read next, shared with them through a ``TextCursor`` so that their calls run ahead;
-  * ``wanted(byte)``, ``commits()``, ``idle(tree, busy)`` (optional): the masses a phase reads,
-    the commits whose ids are still to choose, and the members that can put a guess in a call's
-    padding, so that ``engine`` serves all rows at once (one copy to the host per device).
+What it does: drives rows of the row protocol (``row.Row``: ``paper.SequenceState``, the
+paper's decoding; ``exact.ExactSequenceState``, exact byte-level members): ``start`` has the
+rows take their prompts (a row still ``reading`` its prompt byte by byte is served until it
+is done); ``step`` has them read the chosen bytes, resolve, and give the next byte's
+distribution. The masses each phase reads are gathered for all rows at once (``wanted``), the
+ids of all rows' commits are chosen at once (``commits``), and idle lanes of a call may carry
+guesses (``idle``, decided by ``speculation``): one copy to the host per device and phase.
 
 A phase only *queues* member calls; ``run_queued`` then runs each member's queued calls for
 every row in one forward call. So a batch of rows costs each member one call per phase, and a
 row that queued nothing costs it nothing.
 
-What it does not do: choose bytes, sample or stop (Transformers' ``generate`` does, through
-``modeling``), or know what a member is (``state``, ``exact``).
+What it does not do: choose bytes, sample or stop (``generation``, Transformers), or know
+what a mode does inside a phase (``paper``, ``exact``).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from ..members.token_tree import Node, TokenTree
 from . import engine
 from .row import Row, TextCursor
 from .speculation import Speculation, idle, on_host, speculate
-from .weighting import Weighting
+from .weighting import Weighting, byte_probs
 
 DECIDE_RULES = ("greedy", "sample", "marginal")
 
@@ -246,7 +246,7 @@ class MemberState:
 class SequenceState(Row):
     """The paper's decoding (CharED) for one sequence over all members.
 
-    It implements the row protocol that ``engine`` drives (``engine.Row``), in phases between
+    It implements the row protocol that ``engine`` drives (``row.Row``), in phases between
     which the members' queued forward calls run (one call per member for all rows of a
     batch): ``begin``/``begin_from_ids`` (the prompt), ``advance(byte)``, ``resolve()`` (ε),
     ``distribution()``; ``start`` and ``step`` run those phases for this row alone.
@@ -403,18 +403,6 @@ class SequenceState(Row):
         back = after[byte] <= keep[byte]
         for m, snap in zip(self.members, snaps, strict=True):
             m.restore(snap if back else None)
-
-
-def byte_probs(dists: list[np.ndarray | None]) -> np.ndarray:
-    """``[members, 257]``: each member's probability of every byte and of end of text given
-    that the current token does not end here (ε left out, renormalised); ``nan`` for a member
-    that gave no distribution (the weights' update leaves it where it is)."""
-    out = np.full((len(dists), EPS), np.nan)
-    for i, d in enumerate(dists):
-        total = d[:EPS].sum() if d is not None else 0.0
-        if total > 0:
-            out[i] = d[:EPS] / total
-    return out
 
 
 def _normalise(dist: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from . import engine
 from .combine import combine
 from .speculation import Speculation
 from .weighting import RowWeights, Weighting
@@ -164,15 +165,11 @@ class Row(ABC):
     # -- a row on its own ------------------------------------------------------------------
     def start(self, prompt: bytes, with_bos: bool) -> np.ndarray:
         """The members take the prompt; the distribution of the first new byte."""
-        from .engine import start
-
-        return start([self], [lambda row: row.begin(prompt, with_bos)])[0]
+        return engine.start([self], [lambda row: row.begin(prompt, with_bos)])[0]
 
     def step(self, byte: int) -> np.ndarray:
         """Advance by ``byte``; the distribution (bytes + end of text) of the next byte."""
-        from .engine import step
-
-        return step([self], [byte])[0]
+        return engine.step([self], [byte])[0]
 
 
 def as_weighting(weighting: Weighting | list[float]) -> Weighting:

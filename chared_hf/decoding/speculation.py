@@ -37,6 +37,7 @@ from ..members.byte_view import EOT, EPS, ending, gather
 from ..members.token_bytes import split_utf8
 from ..members.token_tree import Node
 from .combine import combine
+from .weighting import byte_probs
 
 if TYPE_CHECKING:
     from .exact import ExactMember
@@ -267,8 +268,6 @@ class _Ahead:
 
     def read(self, byte: int) -> None:
         """Every member reads ``byte``; the weights move by it as ``advance`` moves them."""
-        from .paper import byte_probs
-
         self.pending = [p + bytes((byte,)) for p in self.pending]
         self.path += bytes((byte,))
         if self.weights.moves:

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..members.byte_view import EPS
+
 WEIGHTINGS = ("fixed", "bayes", "switching")
 # Chosen on development texts only (benchmarks/weighting.py): the rates fitted there by
 # likelihood, equal prior, were 0.038 (stories260K + pycode) and 0.00049 (stories260K +
@@ -196,3 +198,15 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
     top = np.where(np.isfinite(top), top, 0.0)
     with np.errstate(divide="ignore"):
         return top[..., 0] + np.log(np.exp(x - top).sum(-1))
+
+
+def byte_probs(dists: list[np.ndarray | None]) -> np.ndarray:
+    """``[members, 257]``: each member's probability of every byte and of end of text given
+    that the current token does not end here (ε left out, renormalised); ``nan`` for a member
+    that gave no distribution (the weights' update leaves it where it is)."""
+    out = np.full((len(dists), EPS), np.nan)
+    for i, d in enumerate(dists):
+        total = d[:EPS].sum() if d is not None else 0.0
+        if total > 0:
+            out[i] = d[:EPS] / total
+    return out
