@@ -52,6 +52,7 @@ def byte_loop(model, input_ids: torch.LongTensor, logits_processor: LogitsProces
     link = _HostLink(input_ids.device, len(input_ids))
     scores, raw = [], []
     unfinished = torch.ones(len(input_ids), dtype=torch.long, device=input_ids.device)
+    was_going = [1] * len(input_ids)  # the rows going before this step, on the host
     # Step 0: the rows take their prompts (or, with a cache from an earlier call, the new ids).
     dists = model._first_step(state, input_ids, model_kwargs.get("attention_mask"))
     while True:
@@ -59,7 +60,7 @@ def byte_loop(model, input_ids: torch.LongTensor, logits_processor: LogitsProces
         logits = link.upload(dists)
         processed = processors(input_ids, logits) if processors else logits
         # Step 2: the next byte (a row the processors left no byte chooses again, step 4).
-        dead = ~torch.isfinite(processed).any(-1)
+        dead = ~torch.isfinite(processed).any(-1) if processors else None
         chosen = _choose(processed.masked_fill(dead[:, None], 0.0) if processors else processed,
                          config.do_sample)
         if has_eos:  # rows that stopped get padding
@@ -70,7 +71,7 @@ def byte_loop(model, input_ids: torch.LongTensor, logits_processor: LogitsProces
         tokens, alive, stuck = link.download(chosen, going, dead)
         # Step 4 (rare): rows the processors left no byte commit their pending bytes and
         # choose again; the criteria read the new bytes.
-        redo = [r for r, s in enumerate(stuck) if s and unfinished[r]]
+        redo = [r for r, s in enumerate(stuck) if s and was_going[r]]
         if redo:
             processed = redecide(state.rows, processors, input_ids, logits, processed, redo)
             dead = ~torch.isfinite(processed).any(-1)
@@ -79,7 +80,7 @@ def byte_loop(model, input_ids: torch.LongTensor, logits_processor: LogitsProces
             ids = torch.cat([input_ids, chosen[:, None]], dim=-1)
             going = unfinished & ~stopping_criteria(ids, processed)
             tokens, alive = chosen.tolist(), going.tolist()
-        input_ids, unfinished = ids, going
+        input_ids, unfinished, was_going = ids, going, alive
         if keep_scores:
             scores.append(processed)
         if keep_logits:
@@ -158,14 +159,15 @@ class _HostLink:
         self.up.copy_(logits)  # the previous upload is done: the last download waited for it
         return self.up.to(self.device, non_blocking=True)
 
-    def download(self, chosen: torch.Tensor, unfinished: torch.Tensor, dead: torch.Tensor
-                 ) -> tuple[list[int], list[int], list[int]]:
+    def download(self, chosen: torch.Tensor, unfinished: torch.Tensor,
+                 dead: torch.Tensor | None) -> tuple[list[int], list[int], list[int]]:
         """The one wait per step: the chosen bytes, the rows still going after this step's
-        stopping criteria, the rows the processors left no byte."""
-        both = torch.stack([chosen, unfinished, dead.long()])
+        stopping criteria, the rows the processors left no byte (None: no processors)."""
+        parts = [chosen, unfinished] if dead is None else [chosen, unfinished, dead.long()]
+        both = torch.stack(parts)
         if self.pinned:
-            self.down.copy_(both, non_blocking=True)
+            self.down[:len(parts)].copy_(both, non_blocking=True)
             torch.cuda.current_stream(self.device).synchronize()
-            both = self.down
-        tokens, going, stuck = both.tolist()
-        return tokens, going, stuck
+            both = self.down[:len(parts)]
+        found = both.tolist()
+        return found[0], found[1], found[2] if dead is not None else [0] * len(chosen)

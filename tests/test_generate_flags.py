@@ -34,14 +34,6 @@ MULTIBYTE = ["é", "日本", "😀", " ", "a", "\n"]
 PROMPT = "Once upon a time"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tok():
     return ByteTokenizer()

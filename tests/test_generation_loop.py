@@ -38,14 +38,6 @@ class _Collect(TextStreamer):
         self.text += text + ("<end>" if stream_end else "")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tok():
     return ByteTokenizer(padding_side="left")

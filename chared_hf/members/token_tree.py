@@ -58,17 +58,16 @@ class Node:
     A node made by ``TokenTree.request`` is run later, with every request queued on its tree,
     in one forward call (``TokenTree.flush``); until then it has no slots or distribution."""
 
-    __slots__ = ("_path", "lane", "logits", "children", "table", "_view", "_tree", "scores")
+    __slots__ = ("_path", "lane", "logits", "children", "table", "_view", "scores")
 
     def __init__(self, path: torch.Tensor | None, logits: torch.Tensor | None = None,
-                 table: ByteTable | None = None, tree: TokenTree | None = None, lane: int = 0):
+                 table: ByteTable | None = None, lane: int = 0):
         self._path = path  # the lane's slots of the sequence's tokens, in order (long, CPU)
         self.lane = lane  # the batch row of the cache the sequence lives in
         self.logits = logits
         self.children: dict[int, Node] = {}  # speculated continuations
         self.table = table
         self._view: ByteView | None = None
-        self._tree = tree  # set while the node waits in its tree's queue
         # For a scored request: natural log-probability of each of its ids after the first,
         # given the ids before it (``TokenTree.request(..., score=True)``).
         self.scores: torch.Tensor | None = None
@@ -163,7 +162,7 @@ class TokenTree:
         the log-probability of each id after the first (``Node.scores``)."""
         lane = parent.lane if parent is not None else lane
         queries = [(parent if i == 0 else i - 1, t) for i, t in enumerate(ids)]
-        node = Node(None, table=self.table, tree=self, lane=lane)
+        node = Node(None, table=self.table, lane=lane)
         self._queue.append(_Request(queries, [None] * (len(ids) - 1) + [node], lane, score, 1))
         return node
 
@@ -175,7 +174,7 @@ class TokenTree:
         (default all) get their byte views in the call's batch, the others when first asked
         for (from the logits they keep)."""
         lane = next((p.lane for p, _ in queries if isinstance(p, Node)), lane)
-        nodes = [Node(None, table=self.table, tree=self, lane=lane) for _ in queries]
+        nodes = [Node(None, table=self.table, lane=lane) for _ in queries]
         self._queue.append(_Request(list(queries), nodes, lane, False,
                                     len(queries) if views is None else views))
         return nodes
@@ -207,7 +206,6 @@ class TokenTree:
                 if node is not None:
                     done = nodes[request.base + i]
                     node.path, node.logits, node._view = done.path, done.logits, done._view
-                    node._tree = None
             if request.score:  # each id's log-probability after the ids before it
                 node, ids = request.nodes[-1], [t for _, t in request.queries]
                 rows = [nodes[q].logits for q in range(request.base, request.base + len(ids) - 1)]
