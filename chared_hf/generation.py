@@ -18,11 +18,11 @@ It returns what ``_sample`` returns (``sequences`` or a ``GenerateDecoderOnlyOut
 ``scores``, ``logits`` and the ``EnsembleCache``), with the same bytes: the stock loop, one
 argument away (``generate(..., loop="transformers")``), runs the same rows through ``forward``.
 
-What it does not do: beam search, assisted decoding, ``synced_gpus`` (refused by ``generate``),
-or choose anything the stock loop would not: the same processors and the same random draws
-in the same order, except where processors leave a sampled row no byte (its commit draws after
-the batch's bytes here, before them in the stock loop: other draws from the same
-distributions).
+What it does not do: beam search or assisted decoding (``generate`` refuses them), wait for
+other processes (``synced_gpus`` is ignored), or choose anything the stock loop would not: the
+same processors and the same random draws in the same order, except where processors leave a
+sampled row no byte (its commit draws after the batch's bytes here, before them in the stock
+loop: other draws from the same distributions).
 """
 
 from __future__ import annotations
