@@ -7,8 +7,10 @@ Members (speed needs shapes, not trained weights):
 
 All in bfloat16 on ``--device``. Cases: paper mode at batch 1 and ``--batch``, each with the
 package's loop and Transformers' (``generate(loop=...)``), exact mode (K=8) at batch 1 and 8;
-greedy, ``--new-bytes`` bytes; and the exact mode scoring a short text,
-running ahead from the heaviest hypothesis or from every child (``score_case``). For each:
+greedy, ``--new-bytes`` bytes; the demo with one member on the GPU and one on the CPU,
+launching every member's call before reading any against one by one (``overlap_case``); and
+the exact mode scoring a short text, running ahead from the heaviest hypothesis or from every
+child (``score_case``). For each:
 wall time, the members' forward time (hooks that synchronize the device around each call, so
 the rest is this package's work plus Transformers' loop), host syncs per byte
 (``torch.cuda.set_sync_debug_mode``, counted in a second run without hooks), and the members'
@@ -170,6 +172,40 @@ def score_case(pairs, text: str, wide: bool, repeats: int, lineages: bool = True
                 -1, ids[0, 1:, None].to(out.logits.device)).sum()), 4)}
 
 
+def overlap_case(pairs, prompts, new_bytes, repeats) -> dict:
+    """The demo pair with one member on the GPU and one on the CPU, paper mode: generation's
+    wall time when each phase launches every member's call before reading any (the engine)
+    against reading each call before launching the next (``TokenTree.launch`` made to
+    finish at once): what running members at the same time saves."""
+    from chared_hf.members.token_tree import TokenTree
+
+    (gpu, gtok), (cpu, ctok) = pairs
+    mixed = [(gpu.to("cuda"), gtok), (cpu.float().to("cpu"), ctok)]
+    ens = CharEDModel.from_members(mixed, marginalization="chared")
+    enc = ByteTokenizer(padding_side="left")(prompts, return_tensors="pt", padding=True)
+
+    def timed() -> float:
+        ens.generate(**enc, max_new_tokens=8)  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            ens.generate(**enc, max_new_tokens=new_bytes)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    together = timed()
+    launch = TokenTree.launch
+    TokenTree.launch = lambda self: self.flush()  # each call read before the next starts
+    try:
+        one_by_one = timed()
+    finally:
+        TokenTree.launch = launch
+    return {"case": "demo, one member on the GPU and one on the CPU, paper, batch "
+                    f"{len(prompts)}", "together_s": round(together, 4),
+            "one_by_one_s": round(one_by_one, 4), "ratio": round(together / one_by_one, 3)}
+
+
 def own_generate(pairs, texts, prompts, repeats) -> float:
     """Each member's own batched greedy ``generate`` of the same continuations."""
     total = 0.0
@@ -235,6 +271,10 @@ def main() -> None:
         for wide, lineages in ((False, False), (False, True), (True, True)):
             rows.append({"members": kind, **score_case(pairs, text, wide, args.repeats,
                                                        lineages)})
+            print(json.dumps(rows[-1]), flush=True)
+        if kind == "demo" and torch.cuda.is_available():
+            rows.append({"members": kind, **overlap_case(pairs, (PROMPTS * 8)[:8],
+                                                         args.new_bytes, args.repeats)})
             print(json.dumps(rows[-1]), flush=True)
         del pairs
         if torch.cuda.is_available():

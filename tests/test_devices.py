@@ -345,3 +345,45 @@ def test_segment_sums_generate_and_score_what_the_host_paths_do(mode, monkeypatc
     out, scored = run()
     assert torch.equal(out, host_out)
     assert (scored - host_scored).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["chared", "exact"])
+def test_a_phase_launches_every_members_call_before_reading_any(mode, monkeypatch):
+    """Members on different devices run at the same time only if a phase launches every
+    member's call before it reads any result back: within each ``run_queued``, no byte view is
+    made from a call's logits between the first member's call and the last (on a device,
+    making views is where results are read)."""
+    import chared_hf.members.byte_view as byte_view
+    from chared_hf.decoding import engine
+
+    p1 = piece_tokenizer(["a", "b", "c", " ", "ab", "bc", "ca", " a", "abc"])
+    p2 = piece_tokenizer(["a", "b", "c", " ", "ba", "cb", " b", "bca"])
+    pairs = [(tiny_model(len(p1), seed=1, bos=1, eos=2), p1),
+             (tiny_model(len(p2), seed=2, bos=1, eos=2), p2)]
+    model = CharEDModel.from_members(pairs, marginalization=mode, max_hypotheses=8)
+    events: list[list[str]] | None = []
+    for member, _ in pairs:
+        member.register_forward_pre_hook(lambda *args: events and events[-1].append("call"))
+    made = byte_view.ViewBank.__init__
+
+    def viewed(bank, *args, **kwargs):
+        if events:
+            events[-1].append("view")
+        made(bank, *args, **kwargs)
+
+    monkeypatch.setattr(byte_view.ViewBank, "__init__", viewed)
+    run = engine.run_queued
+
+    def recorded(rows):
+        events.append([])
+        run(rows)
+
+    monkeypatch.setattr(engine, "run_queued", recorded)
+    batch = ByteTokenizer(padding_side="left")(["ab c", "ca", "b a b"], return_tensors="pt",
+                                               padding=True)
+    model.generate(**batch, max_new_tokens=12, do_sample=False)
+    both = [e for e in events if e.count("call") >= 2]
+    assert len(both) > 5, events
+    for phase in both:  # (views read before the first call choose what the calls run)
+        first, last = phase.index("call"), len(phase) - 1 - phase[::-1].index("call")
+        assert "view" not in phase[first:last], phase

@@ -97,8 +97,12 @@ def run_queued(rows: Sequence) -> None:
     trees = {id(tree): tree for row in rows for tree in row.trees}.values()
     busy = [(tree, lanes) for tree in trees if (lanes := tree.queued_lanes())]
     _guess([guess for tree, lanes in busy for row in rows for guess in row.idle(tree, lanes)])
-    for tree in trees:
-        tree.flush()
+    # Every member's call is launched before any is read: members on different devices run
+    # at the same time.
+    launched = [(tree, tree.launch()) for tree in trees]
+    for tree, call in launched:
+        if call is not None:
+            tree.finish(call)
 
 
 def _guess(idle: list) -> None:

@@ -185,8 +185,16 @@ class TokenTree:
 
     def flush(self) -> None:
         """Run every queued request in one forward call."""
+        launched = self.launch()
+        if launched is not None:
+            self.finish(launched)
+
+    def launch(self) -> tuple | None:
+        """Start the forward call of every queued request without reading anything back
+        (``finish`` does): the engine launches every member's call before it waits on any,
+        so members on different devices run at the same time. None: nothing was queued."""
         if not self._queue:
-            return
+            return None
         queue, self._queue = self._queue, []
         queries: list[tuple[Parent, int]] = []
         lanes: list[int] = []
@@ -200,7 +208,12 @@ class TokenTree:
             views += wanted[:request.views]
             keep += wanted[request.views:]
             keep += list(range(base, len(queries) - 1)) if request.score else []
-        nodes = self._call(queries, lanes, views + keep, views=views)
+        return queue, self._launch(queries, lanes, views + keep), views
+
+    def finish(self, launched: tuple) -> None:
+        """Read a launched call's results into the queued requests' nodes."""
+        queue, call, views = launched
+        nodes = self._finish(call, views)
         for request in queue:
             for i, node in enumerate(request.nodes):
                 if node is not None:
@@ -232,6 +245,11 @@ class TokenTree:
               keep_logits: Iterable[int] | None, views: bool | Iterable[int]) -> list[Node]:
         """One forward call: each query in its lane (see ``run``)."""
         self.flush()  # earlier requests first: their nodes may be parents here
+        return self._finish(self._launch(queries, lanes, keep_logits), views)
+
+    def _launch(self, queries: list[tuple[Parent, int]], lanes: list[int],
+                keep_logits: Iterable[int] | None) -> tuple:
+        """Start one forward call (inputs built on the host, copied without waiting)."""
         self._maybe_collect([p for p, _ in queries if isinstance(p, Node)])
         b = len(queries)
         visible, positions, where = self._mask(queries, lanes)
@@ -256,8 +274,15 @@ class TokenTree:
         self.tokens = torch.cat([self.tokens, torch.from_numpy(tokens)], dim=1)
         self.forwards += 1
         self.queries += b
+        return out.logits, visible, where, wanted
+
+    def _finish(self, call: tuple, views: bool | Iterable[int]) -> list[Node]:
+        """The nodes of a launched call, with their distributions (``views``: build the byte
+        views of all wanted queries, or of the ones listed, in one batch)."""
+        out_logits, visible, where, wanted = call
+        width = visible.shape[1]
         at = where[wanted]
-        logits = out.logits[at[:, 0], at[:, 1] - width + out.logits.shape[1]].detach()
+        logits = out_logits[at[:, 0], at[:, 1] - width + out_logits.shape[1]].detach()
         rows = dict(zip(wanted, logits, strict=True))
         nodes = [Node(torch.from_numpy(np.flatnonzero(visible[r, c])), rows.get(q),
                       table=self.table, lane=int(r)) for q, (r, c) in enumerate(where)]

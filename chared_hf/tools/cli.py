@@ -42,7 +42,8 @@ from ..configuration import check_weights
 from ..decoding.weighting import DEFAULT_SWITCH_RATE, WEIGHTINGS
 from ..modeling import CharEDModel
 from ..tokenization import ByteTokenizer
-from . import scoring, tasks
+from . import distributed, scoring, tasks
+from .distributed import World
 
 
 class CLIError(ValueError):
@@ -73,9 +74,11 @@ def load_member(ref: str, trust_remote_code: bool = False):
         raise CLIError(f"--member: cannot load {ref!r}: {first}") from None
 
 
-def load_members(args) -> tuple[list[str], list[tuple]]:
+def load_members(args, world: World | None = None) -> tuple[list[str], list[tuple]]:
     """Names and (model, tokenizer) pairs of ``--member``, or of the demo ensemble when none
-    is given (its weights become the default ``--weights``)."""
+    is given (its weights become the default ``--weights``); in a ``torchrun`` job on a
+    machine with GPUs, on this process' GPU."""
+    device = world.device() if world is not None else None
     if not args.member:
         from ..demo import load_demo
 
@@ -87,10 +90,15 @@ def load_members(args) -> tuple[list[str], list[tuple]]:
             if args.switch_rate is None:
                 args.switch_rate = demo.config.switch_rate
         _default_weighting(args)
-        return [m.name for m in demo.members], [(m.model, m.tokenizer) for m in demo.members]
-    _default_weighting(args)
-    return ([member_name(ref) for ref in args.member],
-            [load_member(ref, args.trust_remote_code) for ref in args.member])
+        pairs = [(m.model, m.tokenizer) for m in demo.members]
+        names = [m.name for m in demo.members]
+    else:
+        _default_weighting(args)
+        names = [member_name(ref) for ref in args.member]
+        pairs = [load_member(ref, args.trust_remote_code) for ref in args.member]
+    if device is not None:
+        pairs = [(model.to(device), tokenizer) for model, tokenizer in pairs]
+    return names, pairs
 
 
 def _default_weighting(args) -> None:
@@ -244,16 +252,40 @@ def _parser() -> argparse.ArgumentParser:
 
 # -- output ----------------------------------------------------------------------------------
 class Report:
-    """Results as they come: JSON lines to ``--output`` (flushed each time) and a summary."""
+    """Results as they come: JSON lines to ``--output`` (flushed each time) and a summary.
 
-    def __init__(self, args):
+    An ``--output`` file that exists already is resumed: the items it records (a scored piece,
+    a solved problem) are taken from it instead of being computed again, and new lines are
+    appended. In a ``torchrun`` job each process keeps its own file (``World.output``) and
+    only rank 0 prints."""
+
+    KEY = ("system", "mode", "piece", "bytes", "benchmark", "problem")  # what names an item
+
+    def __init__(self, args, world: World | None = None):
         self.args, self.rows, self.extra = args, [], {}
-        self.file = None
-        if args.output:
+        self.world = world or World()
+        self.file, self.done = None, {}
+        path = self.world.output(args.output)
+        if path:
             try:
-                self.file = open(args.output, "w", encoding="utf-8")
+                if Path(path).is_file():  # resume: the items recorded before
+                    for line in Path(path).read_text(encoding="utf-8").splitlines():
+                        fields = json.loads(line) if line.strip() else {}
+                        if "summary" not in fields:
+                            self.done[self._key(fields)] = fields
+                self.file = open(path, "a", encoding="utf-8")
             except OSError as err:
-                raise CLIError(f"--output: cannot write {args.output!r} ({err.strerror})") from None
+                raise CLIError(f"--output: cannot write {path!r} ({err.strerror})") from None
+            except json.JSONDecodeError:
+                raise CLIError(f"--output: {path!r} is not a file of JSON lines written by "
+                               "chared; give another path") from None
+
+    def _key(self, fields: dict) -> tuple:
+        return tuple(fields.get(k) for k in self.KEY)
+
+    def recorded(self, **fields) -> dict | None:
+        """The record of the item ``fields`` names, from a resumed ``--output`` file."""
+        return self.done.get(self._key(fields))
 
     def record(self, **fields) -> None:
         if self.file:
@@ -261,7 +293,9 @@ class Report:
             self.file.flush()
 
     def summary(self, rows: list[dict], interrupted: bool = False, **extra) -> None:
-        """Print the summary (a table, or JSON with ``--json``) and record it."""
+        """Print the summary (a table, or JSON with ``--json``) and record it (rank 0)."""
+        if not self.world.main:
+            return
         self.record(summary=rows, interrupted=interrupted, **extra)
         if self.args.json:
             print(json.dumps({"command": self.args.command, "results": rows,
@@ -356,7 +390,7 @@ def _generate(args, report: Report) -> None:
 
 def _score(args, report: Report) -> None:
     text = read_text(args.file, "FILE")
-    names, members = load_members(args)
+    names, members = load_members(args, report.world)
     model = _ensemble(args, members)
     pieces = scoring.split_text(text, args.chunk_bytes)
     total = len(text.encode())
@@ -372,7 +406,7 @@ def _score(args, report: Report) -> None:
         report.summary(rows, interrupted=True, file=args.file)
         raise
     report.summary(rows, file=args.file)
-    for row in rows:
+    for row in rows if report.world.main else []:
         if row["zero_probability_bytes"]:
             print(f"chared score: {row['system']} ({row['mode']}) gives "
                   f"{row['zero_probability_bytes']} of {row['bytes']} bytes probability zero, "
@@ -401,19 +435,33 @@ def _finite_sum(logp: np.ndarray) -> tuple[float, int]:
 
 def _score_system(report: Report, name: str, mode: str, pieces, total: int, fn) -> dict:
     """Score every piece with ``fn`` -> (nats, zero-probability bytes, bounds or None); one
-    row. Every byte counts: one of probability zero makes bits per byte infinite (the count
-    says how many). With bounds for every piece (the exact mode), the row has the interval
-    of bits per byte the unbounded exact mode lies in."""
-    start, nats, zero, bounds = time.perf_counter(), 0.0, 0, [0.0, 0.0]
-    with _progress(total, f"{name} ({mode})") as bar:
-        for i, piece in enumerate(pieces):
-            n, z, b = fn(piece)
-            nats, zero = nats + n, zero + z
-            bounds = None if b is None or bounds is None else [bounds[0] + b[0],
-                                                               bounds[1] + b[1]]
-            report.record(system=name, mode=mode, piece=i, bytes=len(piece.encode()), nats=n,
-                          zero_probability_bytes=z, bounds=b)
-            bar.update(len(piece.encode()))
+    row (rank 0; in a ``torchrun`` job each process scores its share of the pieces). Every
+    byte counts: one of probability zero makes bits per byte infinite (the count says how
+    many). With bounds for every piece (the exact mode), the row has the interval of bits per
+    byte the unbounded exact mode lies in. Pieces a resumed ``--output`` recorded are not
+    scored again."""
+    start, world, found = time.perf_counter(), report.world, {}
+    mine = world.mine(pieces)
+    with _progress(sum(len(pieces[i].encode()) for i in mine), f"{name} ({mode})") as bar:
+        for i in mine:
+            size = len(pieces[i].encode())
+            done = report.recorded(system=name, mode=mode, piece=i, bytes=size)
+            if done is None:
+                n, z, b = fn(pieces[i])
+                report.record(system=name, mode=mode, piece=i, bytes=size, nats=n,
+                              zero_probability_bytes=z, bounds=b)
+            else:
+                n, z, b = done["nats"], done["zero_probability_bytes"], done["bounds"]
+            found[i] = (n, z, b)
+            bar.update(size)
+    found = world.gather(found)
+    if found is None:
+        return {}
+    nats, zero, bounds = 0.0, 0, [0.0, 0.0]
+    for i in range(len(pieces)):  # in the pieces' order: the sums of one process
+        n, z, b = found[i]
+        nats, zero = nats + n, zero + z
+        bounds = None if b is None or bounds is None else [bounds[0] + b[0], bounds[1] + b[1]]
     return {"system": name, "mode": mode, "bytes": total,
             "bits_per_byte": scoring.bits_per_byte(nats, total),
             "bits_per_byte_interval": _interval(bounds, total),
@@ -521,7 +569,7 @@ def _mixture_rows(label: str, logp: np.ndarray, pieces: list[int], bounds: np.nd
 
 def _eval(args, report: Report) -> None:
     problems = _problems(args)
-    names, members = load_members(args)
+    names, members = load_members(args, report.world)
     systems: list = [tasks.MemberCompleter(m, t, name)
                      for name, (m, t) in zip(names, members, strict=True)]
     systems.append(tasks.EnsembleCompleter(_ensemble(args, members)))
@@ -550,18 +598,30 @@ def _problems(args) -> list[dict]:
 
 
 def _eval_system(args, report: Report, system, problems) -> dict:
-    """Greedy completions of every problem by one system, checked as they come."""
-    start, good, done = time.perf_counter(), 0, 0
-    with _progress(len(problems), f"{args.benchmark}: {system.name}") as bar:
-        for i, problem in enumerate(problems):
-            ok, why, completion = tasks.solve(args.benchmark, system, problem,
-                                              args.timeout)
-            good, done = good + ok, done + 1
-            report.record(benchmark=args.benchmark, system=system.name,
-                          problem=problem.get("task_id", i), completion=completion,
-                          correct=ok, why=why)
+    """Greedy completions of every problem by one system, checked as they come (in a
+    ``torchrun`` job each process solves its share; rank 0 returns the row). Problems a
+    resumed ``--output`` recorded are not solved again."""
+    start, world, found, good = time.perf_counter(), report.world, {}, 0
+    mine = world.mine(problems)
+    with _progress(len(mine), f"{args.benchmark}: {system.name}") as bar:
+        for done, i in enumerate(mine, start=1):
+            problem = problems[i]
+            key = problem.get("task_id", i)
+            old = report.recorded(benchmark=args.benchmark, system=system.name, problem=key)
+            if old is None:
+                ok, why, completion = tasks.solve(args.benchmark, system, problem,
+                                                  args.timeout)
+                report.record(benchmark=args.benchmark, system=system.name, problem=key,
+                              completion=completion, correct=ok, why=why)
+            else:
+                ok = old["correct"]
+            found[i], good = ok, good + ok
             bar.update(1)
             bar.set_postfix(score=f"{good}/{done}")
+    found = world.gather(found)
+    if found is None:
+        return {}
+    good, done = sum(found.values()), len(found)
     metric = "pass@1" if args.benchmark == "humaneval" else "accuracy"
     return {"system": system.name, metric: good / done if done else math.nan,
             "correct": good, "problems": done,
@@ -576,7 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # no "Loading weights" bars: the command's own output
     try:
         _check_weights_early(args)
-        report = Report(args)
+        report = Report(args, distributed.world() if args.command in ("score", "eval")
+                        else None)
         args.run(args, report)
         return 0
     except ValueError as err:  # bad input (CLIError included): one line, no traceback
