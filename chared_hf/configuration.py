@@ -21,7 +21,8 @@ DEFAULT_MAX_HYPOTHESES = 8
 DEFAULT_PRUNE_BELOW = 1e-4
 # The prompt's last tokens the exact mode reads over every tokenization (benchmarks/README.md).
 DEFAULT_EXACT_PROMPT_TOKENS = 4
-MEMBER_KEYS = ("name_or_path", "revision", "gguf_file", "dtype", "trust_remote_code")
+MEMBER_KEYS = ("name_or_path", "revision", "gguf_file", "dtype", "device_map",
+               "trust_remote_code")
 
 
 class CharEDConfig(PreTrainedConfig):
@@ -29,8 +30,11 @@ class CharEDConfig(PreTrainedConfig):
 
     Args:
         members: one dict per member with ``name_or_path`` (Hub id or folder) and optionally
-            ``revision``, ``gguf_file``, ``dtype`` and ``trust_remote_code``. Empty for an
-            ensemble built in memory with ``CharEDModel.from_members``.
+            ``revision``, ``gguf_file``, ``dtype``, ``device_map`` (where the member goes: a
+            device such as ``"cuda:1"``, ``"auto"``, or a dict as Transformers takes it) and
+            ``trust_remote_code``. ``dtype`` and ``device_map`` given to
+            ``CharEDModel.from_pretrained`` override every member's. Empty for an ensemble
+            built in memory with ``CharEDModel.from_members``.
         weights: one non-negative weight per member (at least one positive); ``None`` means
             equal weights. Stored as given, normalised when used. With a weighting that moves,
             they are the prior.
@@ -166,6 +170,12 @@ def _check_member(index: int, member) -> dict:
     unknown = sorted(set(member) - set(MEMBER_KEYS))
     if unknown:
         raise ValueError(f"members[{index}]: unknown keys {unknown}; allowed: {list(MEMBER_KEYS)}")
+    place = member.get("device_map")
+    if place is not None and not (isinstance(place, str | int) and not isinstance(place, bool)
+                                  or isinstance(place, dict) and all(
+                                      isinstance(k, str) for k in place)):
+        raise ValueError(f"members[{index}]: device_map must be a device (such as 'cuda:1' or "
+                         f"'cpu'), 'auto', or a dict of module names to devices; got {place!r}")
     return dict(member)
 
 

@@ -53,6 +53,7 @@ def load_gguf(
     path: str | Path,
     cache_dir: str | Path | None = None,
     dtype: torch.dtype | str | None = None,
+    device_map=None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load ``(model, tokenizer)`` from a ``.gguf`` file, converting it once into a cache folder.
 
@@ -62,6 +63,7 @@ def load_gguf(
             ``$CHARED_CACHE`` or ``~/.cache/chared_hf/gguf``.
         dtype: dtype to load the model in (e.g. ``torch.bfloat16``); default: float32, the
             dtype of the cached weights.
+        device_map: where the model goes, as ``from_pretrained`` takes it (default: the CPU).
 
     Returns:
         The model (in eval mode) and its tokenizer, both loaded from the cached folder.
@@ -70,7 +72,7 @@ def load_gguf(
         ValueError: ``path`` does not exist, is not a file, or does not end in ``.gguf``.
     """
     folder = converted_folder(path, cache_dir)
-    kwargs = {"dtype": dtype} if dtype is not None else {}
+    kwargs = {k: v for k, v in (("dtype", dtype), ("device_map", device_map)) if v is not None}
     model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return model, tokenizer

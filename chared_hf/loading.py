@@ -95,7 +95,12 @@ def load_member(spec: dict, base: str | None = None, overrides: dict | None = No
         kwargs["revision"] = spec["revision"]
     if spec.get("dtype") is not None:
         kwargs["dtype"] = _dtype(spec["dtype"])
+    if spec.get("device_map") is not None:
+        kwargs["device_map"] = spec["device_map"]
+    # The caller's arguments win over the config's.
     kwargs.update({k: (_dtype(v) if k == "dtype" else v) for k, v in (overrides or {}).items()})
+    if kwargs.get("device_map") is not None:
+        check_devices(kwargs["device_map"], f"{label}: device_map")
     # Step 2: a member inside the ensemble's folder ("./x"): never outside that folder.
     reference: dict | None = dict(spec)
     if name.startswith("./"):
@@ -117,7 +122,8 @@ def load_member(spec: dict, base: str | None = None, overrides: dict | None = No
             from .gguf import load_gguf
 
             _inside(Path(name), gguf, label)
-            model, tokenizer = load_gguf(local, dtype=kwargs.get("dtype"))
+            model, tokenizer = load_gguf(local, dtype=kwargs.get("dtype"),
+                                         device_map=kwargs.get("device_map"))
             return model, tokenizer, reference
         kwargs["gguf_file"] = tok_kwargs["gguf_file"] = gguf
     else:
@@ -141,6 +147,29 @@ def load_member(spec: dict, base: str | None = None, overrides: dict | None = No
                 "needs the caller's use_safetensors=False") from None
         raise
     return model, tokenizer, reference
+
+
+PLANS = ("auto", "balanced", "balanced_low_0", "sequential")  # Transformers' own planners
+
+
+def check_devices(device_map, label: str) -> None:
+    """A ``device_map`` that names only devices this machine has (a device, one of
+    Transformers' planners, or a dict of them), else an error starting with ``label``."""
+    places = device_map.values() if isinstance(device_map, dict) else [device_map]
+    for place in places:
+        if isinstance(place, str) and place in (*PLANS, "disk", "meta"):
+            continue
+        try:  # an integer is a CUDA device's index, as in Transformers' device maps
+            device = torch.device("cuda", place) if isinstance(place, int) else torch.device(place)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"{label}: {place!r} is not a device") from None
+        count = {"cuda": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+                 "mps": int(torch.backends.mps.is_available()), "cpu": 1}.get(device.type)
+        if count is None:
+            continue  # another accelerator: Transformers checks it
+        if count == 0 or (device.index or 0) >= count:
+            raise ValueError(f"{label}: {place!r} names a device this machine does not have "
+                             f"({count} {device.type} device{'s' if count != 1 else ''})")
 
 
 def allows_code(trust_remote_code: bool | Sequence[str] | None, name: str) -> bool:

@@ -219,10 +219,12 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
 
         ``dtype`` (or ``torch_dtype``), ``device_map``, ``use_safetensors`` and the Hub options
         ``cache_dir``, ``token``, ``local_files_only``, ``force_download`` are passed on to every
-        member; ``weights``, ``combine``, ``marginalization``, ``max_hypotheses``,
-        ``prune_below``, ``weighting``, ``switch_rate``, ``heal_prompt`` and
-        ``exact_prompt_tokens`` override the saved config (a config that names no
-        ``marginalization`` gets the exact mode).
+        member (over the ``dtype`` and ``device_map`` a member's config entry may give; a
+        device this machine lacks is an error naming the member); ``weights``, ``combine``,
+        ``marginalization``, ``max_hypotheses``, ``prune_below``, ``weighting``,
+        ``switch_rate``, ``heal_prompt``, ``exact_prompt_tokens`` and the speculation settings
+        (``run_ahead_bytes``, ``guess_bytes``, ``run_ahead_children``) override the saved
+        config (a config that names no ``marginalization`` gets the exact mode).
 
         ``trust_remote_code``: your consent to run members' own code (``True``, or a list of the
         members' ``name_or_path`` allowed). The config can only record that a member needs it;

@@ -387,3 +387,43 @@ def test_a_phase_launches_every_members_call_before_reading_any(mode, monkeypatc
     for phase in both:  # (views read before the first call choose what the calls run)
         first, last = phase.index("call"), len(phase) - 1 - phase[::-1].index("call")
         assert "view" not in phase[first:last], phase
+
+
+def test_a_member_entry_places_its_member_and_the_caller_overrides_it():
+    """A config's member entry may carry ``device_map`` and ``dtype``: each member goes where
+    its entry says (a device, or a dict map), in its dtype; ``from_pretrained``'s own
+    ``device_map``/``dtype`` win over every entry."""
+    stories = str(asset_path("models/stories260K"))
+    config = CharEDConfig(members=[
+        {"name_or_path": stories, "device_map": "cpu", "dtype": "bfloat16"},
+        {"name_or_path": stories, "device_map": {"": "cpu"}}])
+    folder = _saved(config)
+    model = CharEDModel.from_pretrained(folder, local_members=True)
+    assert [m.model.dtype for m in model.members] == [torch.bfloat16, torch.float32]
+    assert {m.model.device.type for m in model.members} == {"cpu"}
+    assert model.config.members[0]["device_map"] == "cpu"  # saved and read back as given
+    forced = CharEDModel.from_pretrained(folder, local_members=True, dtype=torch.float32,
+                                         device_map="cpu")
+    assert [m.model.dtype for m in forced.members] == [torch.float32] * 2
+
+
+@pytest.mark.parametrize("place", ["cuda:7", 3, {"model": "cpu", "lm_head": "cuda:5"}])
+def test_a_device_this_machine_lacks_is_a_clear_error(place):
+    """A member entry naming a device this machine does not have stops loading before the
+    member is read, naming the member and the device; the caller's own ``device_map`` wins
+    over the entry (the member loads)."""
+    stories = str(asset_path("models/stories260K"))
+    folder = _saved(CharEDConfig(members=[stories, {"name_or_path": stories,
+                                                    "device_map": place}]))
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has the devices")
+    with pytest.raises(ValueError, match=r"members\[1\] .*device_map: .* names a device this "
+                                         r"machine does not have \(\d+ cuda device"):
+        CharEDModel.from_pretrained(folder, local_members=True)
+    assert CharEDModel.from_pretrained(folder, local_members=True, device_map="cpu")
+
+
+@pytest.mark.parametrize("place", [True, ["cpu"], {1: "cpu"}])
+def test_a_malformed_device_map_entry_is_refused_by_the_config(place):
+    with pytest.raises(ValueError, match=r"members\[0\]: device_map must be a device"):
+        CharEDConfig(members=[{"name_or_path": "org/model", "device_map": place}])
