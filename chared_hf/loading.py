@@ -76,46 +76,11 @@ def load_member(spec: dict, base: str | None = None, overrides: dict | None = No
     (folders on this machine outside the ensemble's); ``index`` numbers the member in error
     messages.
     """
-    name = spec["name_or_path"]
-    label = f"members[{index}] ({name!r})"
-    consent = allows_code(trust_remote_code, name)
-    # Step 1: the config's word is a record, never consent; stop before touching the member.
-    if spec.get("trust_remote_code") and not consent:
-        raise ValueError(
-            f"{label}: the config says this member needs its own code to run; pass "
-            "trust_remote_code=True (on the command line --trust-remote-code) to allow it, "
-            "after reviewing that code")
-    if base is not None:
-        _check_reference(name, label, local_members)
-    gguf = spec.get("gguf_file")
-    if gguf is not None:
-        _check_gguf_name(gguf, label)
-    kwargs: dict = {"trust_remote_code": consent}
-    if spec.get("revision") is not None:
-        kwargs["revision"] = spec["revision"]
-    if spec.get("dtype") is not None:
-        kwargs["dtype"] = _dtype(spec["dtype"])
-    if spec.get("device_map") is not None:
-        kwargs["device_map"] = spec["device_map"]
-    # The caller's arguments win over the config's.
-    kwargs.update({k: (_dtype(v) if k == "dtype" else v) for k, v in (overrides or {}).items()})
-    if kwargs.get("device_map") is not None:
-        check_devices(kwargs["device_map"], f"{label}: device_map")
-    # Step 2: a member inside the ensemble's folder ("./x"): never outside that folder.
-    reference: dict | None = dict(spec)
-    if name.startswith("./"):
-        if base is None:
-            raise ValueError(f"members: {name!r} is relative to an ensemble folder, but none "
-                             "was given (load it with CharEDModel.from_pretrained(folder))")
-        reference = None
-        kwargs.pop("revision", None)
-        if Path(base).is_dir():
-            name = str(_inside(Path(base), name[2:], label))
-        else:  # a Hub repository: the member is in a subfolder
-            kwargs["subfolder"] = name[2:]
-            name = base
+    name, kwargs, reference, label, consent = _where(spec, base, overrides, trust_remote_code,
+                                                     index, local_members)
     tok_kwargs = {k: v for k, v in kwargs.items()
                   if k not in ("dtype", "device_map", "use_safetensors")}
+    gguf = spec.get("gguf_file")
     if gguf:
         local = Path(name) / gguf
         if local.is_file():
@@ -170,6 +135,76 @@ def check_devices(device_map, label: str) -> None:
         if count == 0 or (device.index or 0) >= count:
             raise ValueError(f"{label}: {place!r} names a device this machine does not have "
                              f"({count} {device.type} device{'s' if count != 1 else ''})")
+
+
+def member_config(spec: dict, base: str | None = None, overrides: dict | None = None,
+                  trust_remote_code: bool | Sequence[str] = False, index: int = 0,
+                  local_members: bool = False):
+    """The member's Transformers config and the dtype it will load in, read the way
+    ``load_member`` reads the member (for planning where members go, ``placement``)."""
+    from transformers import AutoConfig
+
+    name, kwargs, _, label, _ = _where(spec, base, overrides, trust_remote_code, index,
+                                       local_members)
+    gguf = spec.get("gguf_file")
+    if gguf and (Path(name) / gguf).is_file():  # a local GGUF file: its converted folder
+        from .gguf import converted_folder
+
+        name, gguf = str(converted_folder(_inside(Path(name), gguf, label))), None
+    options = {k: v for k, v in kwargs.items()
+               if k in ("revision", "subfolder", "trust_remote_code", "cache_dir", "token",
+                        "local_files_only", "force_download")}
+    config = AutoConfig.from_pretrained(name, **options, **({"gguf_file": gguf} if gguf else {}))
+    dtype = kwargs.get("dtype")
+    if dtype == "auto" or dtype is None:
+        dtype = getattr(config, "dtype", None)
+    return config, _dtype(dtype) if isinstance(dtype, str) else dtype
+
+
+def _where(spec: dict, base: str | None, overrides: dict | None,
+           trust_remote_code: bool | Sequence[str], index: int, local_members: bool):
+    """Where a member's files are and how to load them: ``(name, from_pretrained kwargs,
+    reference, label, consent)``, after the caller's consent and the references are checked
+    (``load_member``'s steps 1 and 2)."""
+    name = spec["name_or_path"]
+    label = f"members[{index}] ({name!r})"
+    consent = allows_code(trust_remote_code, name)
+    # Step 1: the config's word is a record, never consent; stop before touching the member.
+    if spec.get("trust_remote_code") and not consent:
+        raise ValueError(
+            f"{label}: the config says this member needs its own code to run; pass "
+            "trust_remote_code=True (on the command line --trust-remote-code) to allow it, "
+            "after reviewing that code")
+    if base is not None:
+        _check_reference(name, label, local_members)
+    gguf = spec.get("gguf_file")
+    if gguf is not None:
+        _check_gguf_name(gguf, label)
+    kwargs: dict = {"trust_remote_code": consent}
+    if spec.get("revision") is not None:
+        kwargs["revision"] = spec["revision"]
+    if spec.get("dtype") is not None:
+        kwargs["dtype"] = _dtype(spec["dtype"])
+    if spec.get("device_map") is not None:
+        kwargs["device_map"] = spec["device_map"]
+    # The caller's arguments win over the config's.
+    kwargs.update({k: (_dtype(v) if k == "dtype" else v) for k, v in (overrides or {}).items()})
+    if kwargs.get("device_map") is not None:
+        check_devices(kwargs["device_map"], f"{label}: device_map")
+    # Step 2: a member inside the ensemble's folder ("./x"): never outside that folder.
+    reference: dict | None = dict(spec)
+    if name.startswith("./"):
+        if base is None:
+            raise ValueError(f"members: {name!r} is relative to an ensemble folder, but none "
+                             "was given (load it with CharEDModel.from_pretrained(folder))")
+        reference = None
+        kwargs.pop("revision", None)
+        if Path(base).is_dir():
+            name = str(_inside(Path(base), name[2:], label))
+        else:  # a Hub repository: the member is in a subfolder
+            kwargs["subfolder"] = name[2:]
+            name = base
+    return name, kwargs, reference, label, consent
 
 
 def allows_code(trust_remote_code: bool | Sequence[str] | None, name: str) -> bool:

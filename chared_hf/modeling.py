@@ -54,9 +54,10 @@ from .decoding.paper import SequenceState
 from .decoding.speculation import Speculation
 from .decoding.weighting import DEFAULT_SWITCH_RATE, Weighting
 from .generation import byte_loop, redecide, to_logits
-from .loading import AUTO_MAP, HUB_OPTIONS, load_member, write_remote_code
+from .loading import AUTO_MAP, HUB_OPTIONS, load_member, member_config, write_remote_code
 from .members.member import Member
 from .members.token_tree import CACHE_KW, TokenTree
+from .placement import plan_members
 from .tokenization import (
     BOS_ID,
     CHAT_IDS,
@@ -123,7 +124,9 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         if members is None:
             # Members named by the config (references); never built on the meta device, since
             # our from_pretrained constructs the model directly.
-            loaded = [load_member(spec, source, member_kwargs, trust_remote_code, index=i,
+            each = _member_kwargs(config.members, source, member_kwargs or {},
+                                  trust_remote_code, local_members)
+            loaded = [load_member(spec, source, each[i], trust_remote_code, index=i,
                                   local_members=local_members)
                       for i, spec in enumerate(config.members)]
             members = [(model, tok) for model, tok, _ in loaded]
@@ -244,8 +247,8 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
             config = CharEDConfig.from_pretrained(source, **hub)
         if changes:  # e.g. from_pretrained(folder, marginalization="exact"), validated
             config = CharEDConfig.from_dict({**config.to_dict(), **changes})
-        overrides = {k: kwargs[k] for k in (*HUB_OPTIONS, "device_map", "use_safetensors")
-                     if kwargs.get(k) is not None}
+        overrides = {k: kwargs[k] for k in (*HUB_OPTIONS, "device_map", "max_memory",
+                                            "use_safetensors") if kwargs.get(k) is not None}
         dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
         if dtype is not None:
             overrides["dtype"] = dtype
@@ -542,6 +545,22 @@ class _Redecide(LogitsProcessorList):
         if dead and self.state.rows:
             out = redecide(self.state.rows, self.inner, input_ids, scores, out, dead)
         return out
+
+
+def _member_kwargs(specs: list[dict], source: str | None, kwargs: dict, trust_remote_code,
+                   local_members: bool) -> list[dict]:
+    """Each member's loading options: the caller's; with ``device_map="auto"`` on a machine
+    with accelerators, a ``device_map`` per member from ``placement.plan_members`` (whole
+    members spread over the devices, the largest first)."""
+    if kwargs.get("device_map") != "auto":
+        return [kwargs] * len(specs)
+    rest = {k: v for k, v in kwargs.items() if k not in ("device_map", "max_memory")}
+    found = [member_config(spec, source, rest, trust_remote_code, i, local_members)
+             for i, spec in enumerate(specs)]
+    maps = plan_members([c for c, _ in found], [d for _, d in found], kwargs.get("max_memory"))
+    if maps is None:
+        return [kwargs] * len(specs)
+    return [{**rest, "device_map": m} for m in maps]
 
 
 def _speculation_settings(settings: dict) -> dict:

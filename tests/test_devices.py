@@ -427,3 +427,69 @@ def test_a_device_this_machine_lacks_is_a_clear_error(place):
 def test_a_malformed_device_map_entry_is_refused_by_the_config(place):
     with pytest.raises(ValueError, match=r"members\[0\]: device_map must be a device"):
         CharEDConfig(members=[{"name_or_path": "org/model", "device_map": place}])
+
+
+def _llama(hidden: int, layers: int):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=1000, hidden_size=hidden, intermediate_size=2 * hidden,
+                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4)
+
+
+def _size(config, dtype=torch.float32) -> int:
+    from accelerate import init_empty_weights
+    from accelerate.utils import compute_module_sizes
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights():
+        return compute_module_sizes(AutoModelForCausalLM.from_config(config).to(dtype))[""]
+
+
+def test_auto_placement_spreads_whole_members_largest_first():
+    """``device_map="auto"`` for an ensemble: sized on the meta device by accelerate, whole
+    members go to the device with the most room left, the largest first (planned with two
+    devices this machine need not have)."""
+    from chared_hf.placement import plan_members
+
+    small, big, mid = _llama(64, 2), _llama(256, 4), _llama(128, 4)
+    sizes = [_size(c) for c in (small, big, mid)]
+    room = int(sum(sizes) * 0.8)
+    maps = plan_members([small, big, mid], [None] * 3, {0: room, 1: room, "cpu": 10 ** 10})
+    assert maps[1] == {"": 0} and maps[2] == {"": 1}  # the largest first, then the next room
+    assert maps[0] in ({"": 0}, {"": 1})
+    # in its dtype: bfloat16 halves what a member takes
+    assert _size(big, torch.bfloat16) * 2 == _size(big)
+
+
+def test_auto_placement_splits_only_a_member_that_fits_no_device():
+    from chared_hf.placement import plan_members
+
+    big = _llama(256, 6)
+    room = int(_size(big) * 0.6)
+    maps = plan_members([_llama(64, 2), big], [None, None], {0: room, 1: room, "cpu": 10 ** 10})
+    assert len(maps[0]) == 1  # the small member whole
+    assert {0, 1} <= set(maps[1].values())  # the big one over both devices, layer by layer
+    assert all(not k.endswith("self_attn") for k in maps[1])  # decoder layers kept whole
+
+
+def test_auto_placement_without_accelerators_loads_on_the_cpu():
+    from chared_hf.placement import plan_members
+
+    assert plan_members([_llama(64, 2)], [None], {"cpu": 10 ** 9}) is None
+    stories = str(asset_path("models/stories260K"))
+    folder = _saved(CharEDConfig(members=[stories, stories]))
+    model = CharEDModel.from_pretrained(folder, local_members=True, device_map="auto")
+    assert {m.model.device.type for m in model.members} == {"cpu"}
+
+
+@needs_cuda
+def test_auto_placement_puts_whole_members_on_the_gpus():
+    stories = str(asset_path("models/stories260K"))
+    folder = _saved(CharEDConfig(members=[stories, {"name_or_path": stories,
+                                                    "dtype": "bfloat16"}]))
+    model = CharEDModel.from_pretrained(folder, local_members=True, device_map="auto")
+    assert {m.model.device.type for m in model.members} == {"cuda"}
+    assert all(len(set(m.model.hf_device_map.values())) == 1 for m in model.members)
+    out = model.generate(**ByteTokenizer()("Once upon a", return_tensors="pt"),
+                         max_new_tokens=8)
+    assert out.shape[1] == 12 + 8
