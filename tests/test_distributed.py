@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,11 @@ def _env() -> dict:
 def _run(argv: list[str], processes: int = 1, cwd: Path | None = None) -> dict:
     """``chared ARGV --json`` in one process, or in a ``torchrun`` job; rank 0's JSON."""
     launch = [sys.executable, "-m", "chared_hf.tools.cli"]
-    if processes > 1:
+    if processes > 1:  # the README's command: torchrun ... --no-python chared ...
+        chared = shutil.which("chared", path=str(Path(sys.executable).parent))
+        command = ["--no-python", chared] if chared else ["-m", "chared_hf.tools.cli"]
         launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                  f"--nproc_per_node={processes}", "-m", "chared_hf.tools.cli"]
+                  f"--nproc_per_node={processes}", *command]
     done = subprocess.run([*launch, *argv, "--json"], env=_env(), cwd=cwd,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
