@@ -26,7 +26,10 @@ from chared_hf.tokenization import EOS_ID, PAD_ID
 
 
 def with_generate(model, enc, new_bytes):
-    return model.generate(**enc, max_new_tokens=new_bytes, do_sample=False)
+    """Transformers' own loop (``generate`` runs the package's by default, which calls no
+    ``forward``; ``benchmarks/overhead.py`` compares the two)."""
+    return model.generate(**enc, max_new_tokens=new_bytes, do_sample=False,
+                          loop="transformers")
 
 
 def with_minimal_loop(model, enc, new_bytes):

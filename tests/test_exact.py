@@ -772,13 +772,13 @@ def test_exact_rows_share_their_members_calls(stories, monkeypatch):
     from chared_hf.members.token_tree import TokenTree
 
     calls: list[set[int]] = []  # the lanes of each member call
-    original = TokenTree._call
+    original = TokenTree._launch
 
     def recorded(self, queries, lanes, *args, **kwargs):
         calls.append(set(lanes))
         return original(self, queries, lanes, *args, **kwargs)
 
-    monkeypatch.setattr(TokenTree, "_call", recorded)
+    monkeypatch.setattr(TokenTree, "_launch", recorded)
     stories = _float64(stories)
     ens = CharEDModel.from_members([stories], marginalization="exact", max_hypotheses=8,
                                    run_ahead_bytes=0)

@@ -17,6 +17,7 @@ fails; ``--output`` keeps each process' finished items, and a rerun skips them).
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,4 +82,5 @@ def world() -> World:
 
     if not dist.is_initialized():
         dist.init_process_group("gloo")
+        atexit.register(dist.destroy_process_group)  # left alone, torch warns at exit
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
