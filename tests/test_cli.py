@@ -382,3 +382,32 @@ def test_weighting_flags_reach_the_ensemble(folders, tmp_path, capsys):
         assert code == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]  # after loading's progress bars
         assert err.startswith("chared score: error: ") and message in err, err
+
+
+def test_a_prompt_that_is_not_utf8_is_one_line_naming_it():
+    """A shell in another encoding hands Python bytes it cannot decode (lone surrogates):
+    one line naming the argument, exit status 2, no traceback, nothing echoed."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    proc = subprocess.run([sys.executable.encode(), b"-m", b"chared_hf.tools.cli", b"generate",
+                           b"caf\xe9"], env=env, capture_output=True, timeout=120)
+    err = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 2 and "Traceback" not in err and not proc.stdout
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == ["chared generate: error: PROMPT: not valid UTF-8 (the prompt is read as "
+                     "UTF-8 text; convert it, e.g. with iconv)"]
+
+
+def test_every_option_says_what_it_does_and_its_default():
+    import argparse
+
+    from chared_hf.tools.cli import _parser
+
+    parser = _parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command, p in sub.choices.items():
+        for action in p._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            assert action.help, (command, action.option_strings)
+            if action.default not in (None, False, True):
+                assert "default" in action.help, (command, action.option_strings)

@@ -178,7 +178,10 @@ def _member_options() -> argparse.ArgumentParser:
                        "to run it; review that code first")
     group.add_argument("--weights", type=float, nargs="+", metavar="W",
                        help="one weight per member (default equal)")
-    group.add_argument("--combine", default="mixture", choices=["mixture", "product"])
+    group.add_argument("--combine", default="mixture", choices=["mixture", "product"],
+                       help="mixture: the weighted average of the members' byte "
+                       "distributions (the paper; default); product: their weighted geometric "
+                       "mean, renormalised")
     group.add_argument("--weighting", choices=list(WEIGHTINGS),
                        help="how the weights follow the text: fixed (the paper), bayes (each "
                        "member's posterior given the text so far) or switching (bayes, with "
@@ -216,12 +219,17 @@ def _parser() -> argparse.ArgumentParser:
     common = [_member_options()]
 
     gen = sub.add_parser("generate", parents=common, help="stream the ensemble's continuation")
-    gen.add_argument("prompt", help="the text to continue")
-    gen.add_argument("--max-new-bytes", type=_positive, default=200)
+    gen.add_argument("prompt", metavar="PROMPT", help="the text to continue (UTF-8)")
+    gen.add_argument("--max-new-bytes", type=_positive, default=200, metavar="N",
+                     help="bytes to generate at most (default 200)")
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                     help="with --sample: divides the log-probabilities (default 1.0)")
+    gen.add_argument("--top-p", type=float, default=1.0, metavar="P",
+                     help="with --sample: sample from the likeliest bytes holding P of the "
+                     "mass (default 1.0: all)")
+    gen.add_argument("--seed", type=int, default=0,
+                     help="the random seed for --sample (default 0)")
     gen.set_defaults(run=_generate)
 
     score = sub.add_parser("score", parents=common,
@@ -235,7 +243,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="mixture weights by EM that minimise bits per byte")
     fit.add_argument("file", metavar="DEV_FILE", help="a UTF-8 development text")
     fit.add_argument("--heldout", metavar="FILE", help="a UTF-8 text to report the weights on")
-    fit.add_argument("--chunk-bytes", type=_positive, default=2000)
+    fit.add_argument("--chunk-bytes", type=_positive, default=2000,
+                     help="score the texts in pieces of about this many bytes (default 2000)")
     fit.set_defaults(run=_fit_weights)
 
     ev = sub.add_parser("eval", parents=common,
@@ -369,6 +378,11 @@ def _check_weights_early(args) -> None:
 
 
 def _generate(args, report: Report) -> None:
+    try:  # a prompt from a shell in another encoding arrives with lone surrogates
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CLIError("PROMPT: not valid UTF-8 (the prompt is read as UTF-8 text; convert it, "
+                       "e.g. with iconv)") from None
     model = _ensemble(args, load_members(args)[1])
     tok = ByteTokenizer()
     set_seed(args.seed)
