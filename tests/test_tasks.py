@@ -153,14 +153,48 @@ def test_no_child_outlives_the_check(tmp_path, monkeypatch, ending):
     assert _gone(int(pid_file.read_text()))
 
 
-@pytest.mark.skipif(sys.platform == "win32" or os.geteuid() == 0,
-                    reason="needs POSIX and a non-root user (root ignores RLIMIT_NPROC)")
+def _as_unprivileged_user(body: str) -> tuple[bool, str]:
+    """``run_humaneval_check`` on ``body`` in a Python process of the user ``nobody`` (root
+    ignores RLIMIT_NPROC, so a suite run as root drops to it for this test)."""
+    import json
+    import pwd
+    import subprocess
+
+    try:
+        user = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' to drop to (root ignores RLIMIT_NPROC)")
+    problem, completion = _problem(body)
+    script = ("import json, sys\nfrom chared_hf.tools.tasks import run_humaneval_check\n"
+              "problem, completion = json.loads(sys.argv[1])\n"
+              "print(json.dumps(run_humaneval_check(problem, completion)))")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script, json.dumps([problem, completion])],
+            user=user.pw_uid, group=user.pw_gid, extra_groups=[], capture_output=True,
+            text=True, timeout=120, cwd="/tmp",
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp",
+                 "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    except PermissionError:
+        pytest.skip(f"the user 'nobody' cannot run this interpreter ({sys.executable}); root "
+                    "ignores RLIMIT_NPROC")
+    if done.returncode != 0 and "Permission denied" in done.stderr:
+        pytest.skip(f"the user 'nobody' cannot read the package: {done.stderr.splitlines()[-1]}")
+    assert done.returncode == 0, done.stderr
+    ok, why = json.loads(done.stdout.strip().splitlines()[-1])
+    return ok, why
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX (RLIMIT_NPROC)")
 def test_the_number_of_processes_is_limited():
+    """The program cannot start more than ``MAX_PROCESSES`` processes of its user: it stops
+    well short of 64 (run as the unprivileged user ``nobody`` when the suite runs as root)."""
     body = ("import subprocess\nfor i in range(64):\n    try:\n"
             "        subprocess.Popen(['sleep', '60'])\n    except OSError:\n"
             "        raise SystemExit(f'stopped after {i}')\nreturn 1")
-    ok, why = _check(body)[0]
-    assert not ok and why.startswith("stopped after")
+    ok, why = _as_unprivileged_user(body) if os.geteuid() == 0 else _check(body)[0]
+    assert not ok and why.startswith("stopped after"), why
+    assert int(why.split()[-1]) < tasks.MAX_PROCESSES
 
 
 def test_the_program_runs_in_a_private_folder_that_is_deleted(tmp_path):
