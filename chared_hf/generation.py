@@ -74,9 +74,9 @@ def byte_loop(model, input_ids: torch.LongTensor, logits_processor: LogitsProces
         redo = [r for r, s in enumerate(stuck) if s and was_going[r]]
         if redo:
             processed = redecide(state.rows, processors, input_ids, logits, processed, redo)
-            dead = ~torch.isfinite(processed).any(-1)
-            again = _choose(processed.masked_fill(dead[:, None], 0.0), config.do_sample)
-            chosen[redo] = again[redo]
+            again = processed[redo]  # only these rows choose again (and draw, when sampling)
+            chosen[redo] = _choose(again.masked_fill(~torch.isfinite(again).any(-1, True), 0.0),
+                                   config.do_sample)
             ids = torch.cat([input_ids, chosen[:, None]], dim=-1)
             going = unfinished & ~stopping_criteria(ids, processed)
             tokens, alive = chosen.tolist(), going.tolist()
