@@ -13,6 +13,7 @@ runs on the first ``--exact-bytes`` bytes of each chunk (the default bound) and 
 members' own forward on the same prefixes.
 
     python benchmarks/scoring.py [--members stories smollm2] [--repeats 3] [--no-corpus]
+        [--corpus-exact]
 """
 
 from __future__ import annotations
@@ -100,12 +101,15 @@ def main() -> None:
     parser.add_argument("--exact-repeats", type=int, default=2)
     parser.add_argument("--no-corpus", action="store_true",
                         help="leave out the whole-corpus rows (the prefixes only)")
+    parser.add_argument("--corpus-exact", action="store_true",
+                        help="score the whole corpus in the exact mode (K=8) too")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     members = load_members(args.members)
     chunks = [text for _, text in corpus()]
+    corpus_modes = [("chared", None)] + [("exact", 8)] * args.corpus_exact
     rows = [] if args.no_corpus else rows_for(members, args.members, "corpus", chunks,
-                                              [("chared", None)], args.repeats)
+                                              corpus_modes, args.repeats)
     prefix = [c.encode()[:args.exact_bytes].decode("utf-8", "ignore") for c in chunks]
     rows += rows_for(members, args.members, f"first {args.exact_bytes} B", prefix,
                      [("chared", None), ("exact", 8)], args.exact_repeats)
