@@ -3,7 +3,7 @@ the output of one command, stamped with the commit, the machine and the date it 
 
 The README keeps its prose (the question, how to read the table) outside markers; between
 ``<!-- regenerate:ID -->`` and ``<!-- /regenerate:ID -->`` this script writes the command,
-where and when it ran, how long it took, the machine's load average before it started, and
+where and when it ran, how long it took, the machine's load average when it started and ended, and
 what the command printed. Nothing else in the README is touched, so a section can be rerun
 alone (``python benchmarks/regenerate.py overhead``) and the others keep their stamps.
 
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 # id -> the command (run from the repository's root with this interpreter), in README order.
 SECTIONS: dict[str, str] = {
     "demo": "benchmarks/demo_outputs.py",
-    "evals": "benchmarks/evals.py --limit 40",
+    "evals": "benchmarks/evals.py --limit 40 --benchmarks humaneval",
     "weighting": "benchmarks/weighting.py --members pair --repeats 1",
     "generation": ("benchmarks/generation.py --new-bytes 128 --parts main exact --exact-prompt all "
                    "--exact-bytes 128 --no-unbounded"),
@@ -85,7 +85,7 @@ def run(section: str) -> str:
         raise SystemExit(f"{section}: `{command}` exited {done.returncode}:\n{done.stderr}")
     stamp = (f"`python {command}` · commit {commit()} · {machine()} · "
              f"{datetime.date.today().isoformat()} · {minutes:.1f} min · "
-             f"load average {load:.2f} when it started")
+             f"load average {load:.2f} when it started, {os.getloadavg()[0]:.2f} when it ended")
     return f"{stamp}\n\n```text\n{done.stdout.rstrip()}\n```\n"
 
 

@@ -233,7 +233,7 @@ class CharEDModel(PreTrainedModel, GenerationMixin):
         members' ``name_or_path`` allowed). The config can only record that a member needs it;
         without your consent loading stops with an error naming the member. Consent given to
         ``AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)`` arrives here
-        and extends to the members (see README › Security). ``local_members=True``: your
+        and extends to the members (see docs/security.md). ``local_members=True``: your
         consent for the config to name members by absolute path on this machine (a saved
         config that references your own local folders); without it only Hub ids and ``./``
         paths inside the ensemble's folder are loaded.

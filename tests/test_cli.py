@@ -4,6 +4,7 @@ output, figures checked against the Python API, and the error paths (one line, e
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -332,6 +333,65 @@ def test_every_subcommand_has_help(capsys):
             main([command, "--help"])
         assert exit_.value.code == 0
         assert "--member" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["generate", "--help"], ["score", "--help"],
+                                  ["generate", "--max-new-bytes", "0", "x"]])
+def test_help_and_bad_flags_import_neither_torch_nor_transformers(argv):
+    """The ``chared`` console script parses before it imports the heavy packages: its help
+    and argparse's errors come without importing torch or Transformers (what made
+    ``chared --help`` take seconds); a command that runs imports them."""
+    script = Path(sys.executable).with_name("chared")
+    if not script.is_file():
+        pytest.skip(f"the console script {script} is not installed (pip install -e .)")
+    proc = subprocess.run([sys.executable, "-X", "importtime", str(script), *argv],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == (0 if "--help" in argv else 2), proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "argparse" in imported and "chared_hf.tools.cli" in imported
+    assert not {m for m in imported if m.split(".")[0] in ("torch", "transformers")}
+    if "--help" in argv:
+        assert proc.stdout.startswith("usage: chared")
+
+
+def test_under_the_command_the_package_loads_when_used_and_then_registers():
+    """Imported by the ``chared`` console script, ``chared_hf`` defers its names (no torch);
+    the first use loads them, and with them the Auto classes' registration that
+    ``import chared_hf`` gives everywhere else (docs/security.md)."""
+    code = ("import sys; sys.modules['__main__'].__file__ = '/usr/local/bin/chared';"
+            "import chared_hf; print('torch' in sys.modules);"
+            "from chared_hf.tools import commands; model = chared_hf.CharEDModel;"
+            "from transformers.models.auto.configuration_auto import CONFIG_MAPPING;"
+            "print('chared' in CONFIG_MAPPING, model.__name__)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "True", "CharEDModel"]
+
+
+def test_the_parsers_choices_are_the_packages():
+    """cli.py repeats the weighting names and the default switch rate so that parsing needs no
+    torch; they must agree with decoding/weighting.py."""
+    from chared_hf.decoding import weighting
+    from chared_hf.tools import cli
+
+    assert cli.WEIGHTINGS == weighting.WEIGHTINGS
+    assert cli.SWITCH_RATE == weighting.DEFAULT_SWITCH_RATE
+
+
+def test_the_table_shows_an_interval_only_where_it_narrows_the_figure():
+    """A certified interval wider than 1% of its figure (or next to an infinite figure) is
+    left out of the table; a narrow one stays; the row itself (the JSON) is not changed."""
+    from chared_hf.tools.commands import _useful_interval
+
+    wide = {"bits_per_byte": 0.79, "bits_per_byte_interval": [0.0547, 2.948]}
+    narrow = {"bits_per_byte": 0.79, "bits_per_byte_interval": [0.789, 0.7925]}
+    infinite = {"bits_per_byte": math.inf, "bits_per_byte_interval": [1.0, 2.0]}
+    assert _useful_interval(wide)["bits_per_byte_interval"] is None
+    assert _useful_interval(narrow) == narrow
+    assert _useful_interval(infinite)["bits_per_byte_interval"] is None
+    assert wide["bits_per_byte_interval"] == [0.0547, 2.948]
 
 
 

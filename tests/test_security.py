@@ -130,7 +130,7 @@ def test_config_object_loading_members_needs_consent(tmp_path):
 def test_auto_class_consent_reaches_the_members(published):
     """After ``import chared_hf`` the Auto classes use the installed package (the folder's own
     module is not run); ``trust_remote_code=True`` given to them is the caller's consent for
-    this load, and reaches the members (README › Security)."""
+    this load, and reaches the members (docs/security.md)."""
     ens, marker = published
     with pytest.raises(ValueError, match="needs its own code to run"):
         AutoModelForCausalLM.from_pretrained(ens)

@@ -40,7 +40,8 @@ from ..members.byte_view import EPS
 WEIGHTINGS = ("fixed", "bayes", "switching")
 # Chosen on development texts only (benchmarks/weighting.py): the rates fitted there by
 # likelihood, equal prior, were 0.038 (stories260K + pycode) and 0.00049 (stories260K +
-# SmolLM2-135M); their geometric mean, to one significant figure. Held-out figures: README.
+# SmolLM2-135M); their geometric mean, to one significant figure. Held-out figures:
+# benchmarks/README.md.
 DEFAULT_SWITCH_RATE = 0.004
 
 

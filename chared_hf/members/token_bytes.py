@@ -11,7 +11,7 @@ What it does:
 
 What it does not do: compute probabilities (``byte_view``), or run a model.
 
-Rules (documented in the README):
+Rules (documented in docs/method.md):
   * At the start of a text a member sees ``lead + text`` where ``lead`` is its tokenizer's dummy
     prefix (``b" "`` for Llama-2 style tokenizers, ``b""`` otherwise); the ensemble's text is
     never changed by it.

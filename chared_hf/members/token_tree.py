@@ -18,7 +18,8 @@ amortised); holders of nodes ``register`` them.
 
 Why lanes: ``benchmarks/tree_layout.py`` measured one call with all rows' tokens in one batch
 row (a dense mask over every row's slots) against one lane per row, and lanes were faster in
-every case measured, padding included (benchmarks/README.md › Cache layout).
+every case measured, padding included (its figures: ``git show 2cbce67:benchmarks/README.md``,
+› Cache layout).
 
 What it does not do: decide which tokens to run (``state``, ``exact``), or work with attention
 kernels that take no custom mask (flash attention) or caches that are not plain key/value
