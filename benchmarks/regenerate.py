@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 SECTIONS: dict[str, str] = {
     "demo": "benchmarks/demo_outputs.py",
     "evals": "benchmarks/evals.py --limit 40 --benchmarks humaneval",
+    "weighting-demo": "benchmarks/weighting.py --members demo --repeats 1",
     "weighting": "benchmarks/weighting.py --members pair --repeats 1",
     "generation": ("benchmarks/generation.py --new-bytes 128 --parts main exact --exact-prompt all "
                    "--exact-bytes 128 --no-unbounded"),
