@@ -138,7 +138,8 @@ def _member_options() -> argparse.ArgumentParser:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="chared", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="chared", description="Generate, score, fit weights and evaluate "
+                     "ensembles of language models that do not share a tokenizer.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     common = [_member_options()]
 
