@@ -22,6 +22,15 @@ from chared_hf import ByteTokenizer, EnsembleCache
 from chared_hf.demo import load_demo
 
 
+def _committed(member):
+    """A row member's committed tokens: the paper mode's node, the exact mode's best
+    hypothesis' node."""
+    if getattr(member, "node", None) is not None:
+        return member.node
+    best = getattr(member, "best", None)
+    return best.node if best is not None else None
+
+
 class Segments(LogitsProcessor):
     """Every ``every`` bytes: time since the last mark, RSS, cache slots, committed tokens."""
 
@@ -38,8 +47,9 @@ class Segments(LogitsProcessor):
                 "bytes": self.steps, "seconds": round(now - self.last, 3),
                 "rss_mb": round(psutil.Process().memory_info().rss / 2**20),
                 "cache_slots": "/".join(str(t.size) for t in self.cache.trees),
-                "committed_tokens": "/".join(str(len(m.node)) for m in members
-                                             if m.node is not None)})
+                "committed_tokens": "/".join(str(len(node)) for node in map(_committed,
+                                                                            members)
+                                             if node is not None)})
             self.last = now
         return scores
 
