@@ -29,7 +29,7 @@ import math
 import time
 
 import torch
-from common import corpus, load_members, report
+from common import corpus, load_members, report, timed
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from chared_hf import ByteTokenizer, CharEDModel
@@ -89,12 +89,6 @@ def online(ens: CharEDModel, text: bytes) -> float:
                                                                    strict=True)))
 
 
-def timed(fn) -> tuple[float, float]:
-    start = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - start, value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", nargs="+", default=["stories", "smollm2"])
@@ -118,11 +112,11 @@ def main() -> None:
             *asyncio.run(genlm_run(model, tokenizer, text, args.k)))
         for mode, k in [("exact", args.k), ("chared", None)]:
             setup, ens = timed(lambda mode=mode, k=k, name=name: CharEDModel.from_members(
-                [members[name]], marginalization=mode, max_hypotheses=k))
+                [members[name]], marginalization=mode, max_hypotheses=k), 1)
             label = f"chared_hf exact K={k}" if mode == "exact" else "chared_hf paper mode"
-            row(name, f"{label}, known text", setup, *timed(lambda ens=ens: known(ens, text)))
+            row(name, f"{label}, known text", setup, *timed(lambda ens=ens: known(ens, text), 1))
             if mode == "exact":
-                row(name, f"{label}, online", setup, *timed(lambda ens=ens: online(ens, text)))
+                row(name, f"{label}, online", setup, *timed(lambda ens=ens: online(ens, text), 1))
     report("genlm", args, rows)
 
 
